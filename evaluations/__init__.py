@@ -1,0 +1,1 @@
+"""evaluations: perplexity (paper protocol), footprint, throughput, tables and plots."""

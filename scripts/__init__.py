@@ -1,0 +1,1 @@
+"""The ``ptq`` command line and benchmark scripts."""
