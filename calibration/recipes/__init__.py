@@ -1,0 +1,10 @@
+"""Recipes: ordered lists of registered algorithm steps."""
+from calibration.recipes.step import STEPS, Step, make_step, register_step
+from calibration.recipes.recipe import Recipe
+from calibration.recipes import rtn as _rtn  # noqa: F401  (registers "rtn")
+from calibration.recipes.rtn import RTNStep
+
+__all__ = ["STEPS", "Recipe", "RTNStep", "Step", "make_step", "register_step"]
+from calibration.recipes.activation_stats import ActivationStats, ActivationStatsStep
+
+__all__ += ["ActivationStats", "ActivationStatsStep"]

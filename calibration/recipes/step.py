@@ -1,0 +1,74 @@
+"""Recipe steps: the lifecycle every algorithm follows, and the registry of steps by name.
+
+A step is a small dataclass of its arguments with three phases (llm-compressor's
+initialise / calibrate / finish): ``initialize(model)`` once, ``process_block(ctx)`` for
+each decoder block in order (observe statistics through ``ctx.observe_inputs`` and change
+the block's layers), and ``finalize(model)`` once, returning what goes into ``ptq.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from torch import nn
+
+from calibration.runner.context import BlockContext
+
+STEPS: dict[str, type["Step"]] = {}
+
+
+def register_step(name: str):
+    """Class decorator registering a :class:`Step` under ``name``."""
+
+    def deco(cls: type["Step"]) -> type["Step"]:
+        cls.name = name
+        STEPS[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclasses.dataclass
+class Step:
+    """Base class of recipe steps (subclasses are dataclasses of their arguments)."""
+
+    name: ClassVar[str] = "step"
+    needs_calibration_data: ClassVar[bool] = True
+
+    def initialize(self, model: nn.Module) -> None:
+        """Called once before the first block."""
+
+    def process_block(self, ctx: BlockContext) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        """Called once after the last block; returns the step's summary for ``ptq.json``."""
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.name, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def make_step(name: str, **kwargs: Any) -> Step:
+    """Build a registered step from its name and arguments (clear errors for typos)."""
+    import calibration.recipes  # noqa: F401  (registers the built-in steps)
+
+    if name not in STEPS:
+        raise ValueError(f"unknown recipe step {name!r}; known steps: {', '.join(sorted(STEPS))}")
+    cls = STEPS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(
+            f"recipe step {name!r} has no argument(s) {', '.join(unknown)}; "
+            f"its arguments: {', '.join(sorted(fields))}"
+        )
+    return cls(**kwargs)

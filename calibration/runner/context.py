@@ -1,0 +1,107 @@
+"""What a recipe step sees of the decoder block being quantized: :class:`BlockContext`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from calibration.models.blocks import find_linear_layers
+from calibration.runner.block_inputs import BlockInputs, run_block
+
+
+class Statistic(Protocol):
+    """Anything fed a layer's input activations (observers, Hessian accumulators)."""
+
+    def update(self, x: torch.Tensor) -> None: ...
+
+
+@dataclass
+class LayerRecord:
+    """What happened to one linear layer: method, spec, qparams, error, notes."""
+
+    method: str
+    spec: Any = None  # ptq.QuantSpec of the weight
+    scale: torch.Tensor | None = None
+    zero: torch.Tensor | None = None
+    g_idx: torch.Tensor | None = None
+    error: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method}
+        if self.spec is not None:
+            out["spec"] = self.spec.to_dict()
+        if self.error is not None:
+            out["error"] = self.error
+        out.update(self.info)
+        return out
+
+
+@dataclass
+class BlockContext:
+    """One decoder block during calibration.
+
+    Attributes:
+        block: the block (on the compute device).
+        index: its position among the decoder blocks; ``prefix`` its qualified name.
+        inputs: its calibration inputs (the previous, already quantized, block's outputs).
+        records: where steps write a :class:`LayerRecord` per qualified layer name.
+    """
+
+    block: nn.Module
+    index: int
+    prefix: str
+    inputs: BlockInputs
+    records: dict[str, LayerRecord]
+    _float_outputs: list[torch.Tensor] | None = None
+
+    def linear_layers(self) -> dict[str, nn.Module]:
+        """Linear sub-layers by name relative to the block (``self_attn.q_proj``)."""
+        return find_linear_layers(self.block)
+
+    def qualified(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def run(self) -> list[torch.Tensor]:
+        """The block's outputs for all calibration mini-batches, as it is now."""
+        return run_block(self.block, self.inputs)
+
+    def float_outputs(self) -> list[torch.Tensor]:
+        """Outputs before any step of this block changed it (computed on first use)."""
+        if self._float_outputs is None:
+            self._float_outputs = self.run()
+        return self._float_outputs
+
+    @torch.inference_mode()
+    def observe_inputs(
+        self, layer_names: list[str], make_stat: Callable[[str, nn.Module], Statistic]
+    ) -> dict[str, Statistic]:
+        """Run the block over the calibration data and feed each named layer's input to a statistic.
+
+        ``make_stat(name, layer)`` builds one statistic per layer; its ``update`` receives the
+        layer's input activations ``[B, S, in_features]`` of every mini-batch.
+        """
+        layers = self.linear_layers()
+        unknown = [n for n in layer_names if n not in layers]
+        if unknown:
+            raise ValueError(f"block {self.prefix} has no linear layer(s) {unknown}")
+        stats = {name: make_stat(name, layers[name]) for name in layer_names}
+        handles = []
+        for name in layer_names:
+            def hook(module: nn.Module, args: tuple, name: str = name) -> None:
+                x = args[0]
+                if not torch.isfinite(x).all():
+                    raise ValueError(
+                        f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
+                        "check the model's dtype (float16 overflows) or the previous quantization steps"
+                    )
+                stats[name].update(x)
+            handles.append(layers[name].register_forward_pre_hook(hook))
+        try:
+            self.run()
+        finally:
+            for h in handles:
+                h.remove()
+        return stats

@@ -1,0 +1,119 @@
+"""The block-by-block calibration runner.
+
+1. Catch the inputs of decoder block 0 for every calibration segment (hidden states and
+   every other argument the block needs).
+2. For each block in order: each recipe step processes it (observes its layers' inputs
+   through hooks, computes quantization parameters, replaces weights); then the quantized
+   block is re-run so that its outputs are the next block's inputs, as in the GPTQ
+   reference's sequential loop.
+3. Each step finalizes.
+
+Only one block's working set is live at a time: the previous block's inputs are dropped as
+soon as its outputs exist, so peak memory does not grow with depth.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from calibration.models.blocks import find_decoder_blocks
+from calibration.runner.block_inputs import BlockInputs, catch_block_inputs
+from calibration.runner.context import BlockContext, LayerRecord
+from calibration.runner.memory import peak_rss_mb
+
+if TYPE_CHECKING:
+    from calibration.recipes.recipe import Recipe
+
+
+@dataclass
+class QuantizationResult:
+    """The outcome of :func:`quantize_model` (the model itself is changed in place)."""
+
+    records: dict[str, LayerRecord] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "layers": {name: rec.to_json() for name, rec in self.records.items()},
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+        }
+
+
+def quantize_model(
+    model: nn.Module,
+    recipe: "Recipe",
+    segments: torch.Tensor | None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> QuantizationResult:
+    """Apply ``recipe`` to ``model`` block by block, in place.
+
+    Args:
+        model: a decoder-only ``transformers`` causal LM.
+        recipe: the ordered steps.
+        segments: calibration token ids ``[nsamples, seqlen]`` (may be ``None`` when no step
+            needs calibration data, e.g. weight-only min-max RTN).
+        batch_size: segments per forward call.
+        device: where each block is processed; default the model's device. A model kept on
+            the CPU is processed on a GPU one block at a time.
+        progress: tqdm bar on stderr.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if recipe.needs_calibration_data and segments is None:
+        raise ValueError(f"recipe {recipe.describe()} needs calibration segments")
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
+    prefix, blocks = find_decoder_blocks(model)
+    result = QuantizationResult()
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    for step in recipe.steps:
+        step.initialize(model)
+
+    inputs = BlockInputs()
+    if recipe.needs_calibration_data:
+        if device != home:
+            model.to(device)  # catching needs embeddings on the device; blocks move back below
+        inputs = catch_block_inputs(model, blocks[0], segments, batch_size)
+        if device != home:
+            model.to(home)
+        inputs = inputs.to(device)
+    result.timings["catch_inputs"] = time.perf_counter() - t0
+
+    bar = tqdm(total=len(blocks), desc="quantize", unit="block", disable=not progress, leave=False)
+    for index, block in enumerate(blocks):
+        block.to(device)
+        ctx = BlockContext(block=block, index=index, prefix=f"{prefix}.{index}", inputs=inputs, records=result.records)
+        for step in recipe.steps:
+            step.process_block(ctx)
+        if recipe.needs_calibration_data and index + 1 < len(blocks):
+            inputs = inputs.with_hidden(ctx.run())
+        del ctx
+        block.to(home)
+        gc.collect()
+        bar.set_postfix_str(f"block {index + 1}/{len(blocks)}")
+        bar.update(1)
+    bar.close()
+    del inputs
+    gc.collect()
+
+    for step in recipe.steps:
+        result.steps.append({**step.to_dict(), **step.finalize(model)})
+    model.train(was_training)
+    result.timings["quantize"] = time.perf_counter() - t0
+    result.peak_rss_mb = peak_rss_mb()
+    return result
+

@@ -1,0 +1,48 @@
+"""The ``ptq`` command line: ``quantize``, ``eval``, ``inspect``, ``reproduce``.
+
+Every user mistake is one line on stderr and exit code 2 (set ``PTQ_DEBUG=1`` for the
+traceback); all argument parsing and printing lives in :mod:`scripts`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from scripts.commands import COMMANDS
+from scripts.errors import describe, is_user_error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ptq", description="Calibration-based post-training quantization of causal language models."
+    )
+    from ptq import __version__
+
+    parser.add_argument("--version", action="version", version=f"ptq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("ptq: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user errors become one line
+        if os.environ.get("PTQ_DEBUG") or not is_user_error(exc):
+            raise
+        print(f"ptq {args.command}: error: {describe(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

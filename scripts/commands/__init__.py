@@ -1,0 +1,15 @@
+"""Sub-commands of ``ptq``; each module has ``HELP``, ``add_arguments(parser)`` and ``run(args)``."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from scripts.commands import eval as eval_cmd
+from scripts.commands import inspect as inspect_cmd
+from scripts.commands import quantize, reproduce
+
+COMMANDS: dict[str, ModuleType] = {
+    "quantize": quantize,
+    "eval": eval_cmd,
+    "inspect": inspect_cmd,
+    "reproduce": reproduce,
+}

@@ -1,0 +1,32 @@
+"""Flags shared by several sub-commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("model", nargs="?", default="smollm2-135m",
+                       help="HF id, local folder, .gguf file, or the alias smollm2-135m (default)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+
+
+def add_calibration_arguments(p: argparse.ArgumentParser, nsamples: int = 128) -> None:
+    g = p.add_argument_group("calibration data")
+    g.add_argument("--calib", default="web-ot", help="calibration corpus: a named source or a .txt/.jsonl/folder path (default web-ot)")
+    g.add_argument("--nsamples", type=int, default=nsamples, help=f"number of calibration segments (default {nsamples})")
+    g.add_argument("--seqlen", type=int, default=512, help="tokens per segment (default 512)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the segment sampling (default 0)")
+    g.add_argument("--batch-size", type=int, default=8, help="segments per forward pass during calibration (default 8)")
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def info(args: argparse.Namespace, msg: str) -> None:
+    """A progress line on stderr (silenced by --quiet)."""
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,81 @@
+"""``ptq quantize``: calibrate and quantize a model, write it with ``ptq.json``."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
+from scripts.methods import METHODS
+from scripts.output import atomic_folder, check_output, write_json
+from scripts.versions import versions
+
+HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with ptq.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    g = p.add_argument_group("quantization")
+    g.add_argument("--method", default="rtn", choices=sorted(METHODS), help="algorithm (default rtn)")
+    g.add_argument("--recipe", default=None, help="a TOML/YAML recipe file instead of --method and its flags")
+    g.add_argument("--bits", type=int, default=4, help="weight bits, 2 to 8 (default 4)")
+    g.add_argument("--granularity", default="channel", choices=["tensor", "channel", "group"], help="default channel")
+    g.add_argument("--group-size", type=int, default=None, help="columns per group (with --granularity group)")
+    g.add_argument("--symmetric", action="store_true", help="symmetric grid (default asymmetric min-max)")
+    for module in METHODS.values():
+        module.add_arguments(p.add_argument_group(f"--method {module.NAME}"))
+    add_calibration_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--output", required=True, help="folder to write (must not exist unless --overwrite)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_quiet(p)
+
+
+def build_recipe(args: argparse.Namespace):
+    from calibration.recipes import Recipe
+
+    if args.recipe:
+        return Recipe.from_file(args.recipe)
+    if args.group_size is not None and args.granularity != "group":
+        args.granularity = "group"  # --group-size alone means per-group quantization
+    return METHODS[args.method].build_recipe(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = build_recipe(args)  # bad flags fail before anything is loaded
+    out = check_output(args.output, args.overwrite)
+
+    from calibration.data import calibration_segments
+    from calibration.models import load_model
+    from calibration.runner import quantize_model
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    t_load = time.perf_counter() - t0
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    check_output(out, args.overwrite, needed_bytes=nbytes)
+
+    segments = None
+    if recipe.needs_calibration_data:
+        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}")
+        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
+    info(args, f"quantizing {args.model} with {recipe.describe()}")
+    result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet)
+
+    report = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "recipe": recipe.to_list(),
+        "data": {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed}
+        if recipe.needs_calibration_data else None,
+        "versions": versions(),
+        **result.to_json(),
+    }
+    report["timings_s"]["load"] = round(t_load, 3)
+    t1 = time.perf_counter()
+    with atomic_folder(out, overwrite=args.overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        report["timings_s"]["save"] = round(time.perf_counter() - t1, 3)
+        write_json(tmp / "ptq.json", report)
+    info(args, f"wrote {out} ({len(result.records)} layers quantized in {result.timings['quantize']:.1f} s)")
+    return 0
