@@ -5,7 +5,7 @@ parameters, quantize / dequantize / fake-quantize, bit packing, the algorithms a
 functions, quantized modules and checkpoints. It reads no dataset and prints nothing.
 """
 from ptq.spec import Granularity, QuantSpec
-from ptq.qparams import compute_qparams, minmax_qparams, reduce_minmax
+from ptq.qparams import compute_qparams, minmax_qparams, mse_qparams, reduce_minmax
 from ptq.quantize import dequantize, fake_quantize, quantize
 from ptq.packing import pack_codes, packed_length, unpack_codes
 
@@ -16,6 +16,7 @@ __all__ = [
     "QuantSpec",
     "compute_qparams",
     "minmax_qparams",
+    "mse_qparams",
     "reduce_minmax",
     "quantize",
     "dequantize",

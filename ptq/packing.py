@@ -40,7 +40,7 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     if words * 32 % bits == 0 and pad:
         c = torch.nn.functional.pad(c, (0, pad))
     shifts = torch.arange(bits, dtype=torch.int64, device=c.device)
-    stream = ((c.unsqueeze(-1) >> shifts) & 1).reshape(*lead, -1)  # [..., n*bits]
+    stream = ((c.unsqueeze(-1) >> shifts) & 1).reshape(*lead, c.shape[-1] * bits)  # [..., n*bits]
     total = words * 32
     if stream.shape[-1] < total:
         stream = torch.nn.functional.pad(stream, (0, total - stream.shape[-1]))

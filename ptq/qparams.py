@@ -8,9 +8,12 @@ Symmetric (same reference)::
 
     xmax = max(|xmin|, |xmax|),  xmin = -xmax,  scale = 2 xmax / maxq,  zero = (maxq + 1) / 2
 
-With ``include_zero`` the range is first stretched to contain 0. A degenerate range
-(``xmin == xmax``) is widened to contain 0, and an all-zero range becomes ``[-1, 1]`` as in
-the reference, so scales are never 0 or NaN. Scales and zeros are float32.
+With ``include_zero`` the range is first stretched to contain 0 and the zero point is a
+code in ``[0, maxq]``; without it, a range that excludes 0 gets a zero point outside the
+codes (so the grid still covers the range; such zeros cannot be bit-packed). A constant
+unit (``xmin == xmax == c != 0``) gets ``scale = |c|`` so that ``c`` is reconstructed
+exactly; an all-zero range becomes ``[-1, 1]`` as in the reference, so scales are never 0
+or NaN. Scales and zeros are float32.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ def compute_qparams(
     if (xmin > xmax).any():
         raise ValueError("range minimum is larger than its maximum")
     maxq = spec.maxq
+    constant = (xmin == xmax) & (xmin != 0)  # one non-zero value c: made exact below
+    c = xmin.clone()
     if spec.include_zero:
         xmin = xmin.clamp(max=0)
         xmax = xmax.clamp(min=0)
@@ -54,7 +59,14 @@ def compute_qparams(
     if spec.symmetric:
         zero = torch.full_like(scale, (maxq + 1) / 2)
     else:
-        zero = torch.round(-xmin / scale).clamp(0, maxq)
+        zero = torch.round(-xmin / scale)
+        if spec.include_zero:  # 0 is inside the range, so the zero point is a valid code
+            zero = zero.clamp(0, maxq)
+    # A constant value c: scale |c| puts it exactly on the grid, one code away from the zero
+    # point (code 1 with zero 0 for c > 0, code 0 with zero 1 for c < 0).
+    scale = torch.where(constant, c.abs(), scale)
+    if not spec.symmetric:
+        zero = torch.where(constant, (c < 0).float(), zero)
     return scale, zero
 
 
@@ -86,3 +98,45 @@ def reduce_minmax(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch
 def minmax_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max (round-to-nearest) scale and zero of a 2-D weight."""
     return compute_qparams(*reduce_minmax(x, spec), spec)
+
+
+def mse_qparams(
+    x: torch.Tensor, spec: QuantSpec, grid: int = 100, maxshrink: float = 0.8, norm: float = 2.4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero of a 2-D weight whose range is shrunk to minimise the quantization error.
+
+    As the GPTQ reference's ``Quantizer.find_params(mse=True)`` (IST-DASLab/gptq,
+    ``quant.py``; Frantar et al., "GPTQ", ICLR 2023): for every ``(scale, zero)`` unit with
+    min-max range ``[xmin, xmax]`` and each ``i in range(int(maxshrink * grid))``::
+
+        p = 1 - i / grid,   (scale, zero) = compute_qparams(p * xmin, p * xmax, spec)
+        err(p) = sum_j |fake_quant(x_j; scale, zero) - x_j| ** norm
+
+    and the candidate with the smallest ``err`` is kept per unit (strictly smaller wins, so
+    ties keep the larger range). ``p = 1`` is min-max, so the result is never worse than
+    :func:`minmax_qparams` in this norm. Shapes as :func:`minmax_qparams`.
+    """
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, got {grid!r}")
+    if not 0 < maxshrink <= 1:
+        raise ValueError(f"maxshrink must be in (0, 1], got {maxshrink!r}")
+    if not norm > 0:
+        raise ValueError(f"norm must be positive, got {norm!r}")
+    xmin, xmax = reduce_minmax(x, spec)
+    out_shape = xmin.shape
+    units = grouped_view(x, spec).float()
+    units = units.reshape(-1, units.shape[-1])
+    xmin, xmax = xmin.reshape(-1), xmax.reshape(-1)
+    best_scale, best_zero = compute_qparams(xmin, xmax, spec)
+    best_err = torch.full_like(xmin, float("inf"))
+    for i in range(max(1, int(maxshrink * grid))):
+        p = 1 - i / grid
+        scale, zero = compute_qparams(p * xmin, p * xmax, spec)
+        s, z = scale.unsqueeze(1), zero.unsqueeze(1)
+        q = torch.clamp(torch.round(units / s) + z, 0, spec.maxq)
+        err = (s * (q - z) - units).abs_().pow_(norm).sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero, best_zero)
+    return best_scale.reshape(out_shape), best_zero.reshape(out_shape)

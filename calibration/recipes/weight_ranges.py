@@ -1,5 +1,9 @@
 """Quantization parameters of a weight from a registered observer.
 
+``minmax`` and ``mse`` (GPTQ's shrink search, :func:`ptq.mse_qparams`) work on the weight
+directly, and ``percentile`` takes the exact per-unit quantile of |W| (a weight is small
+enough that the observers' bounded-memory histograms are not needed).
+
 Each ``(scale, zero)`` unit of a spec (the tensor, an output row, or a group of one row)
 becomes one channel of a per-channel observer over a 2-D view of the weight, so any
 registered observer (``minmax``, ``percentile``, ``mse``, ...) gives per-tensor,
@@ -13,7 +17,7 @@ from typing import Any
 import torch
 
 from calibration.observers import make_observer
-from ptq.qparams import grouped_view, minmax_qparams
+from ptq.qparams import compute_qparams, grouped_view, minmax_qparams, mse_qparams
 from ptq.spec import QuantSpec
 
 
@@ -21,11 +25,23 @@ def weight_qparams(
     W: torch.Tensor, spec: QuantSpec, observer: str = "minmax", observer_args: dict[str, Any] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero of a ``[out, in]`` weight, shaped as the spec says (:mod:`ptq.spec`)."""
-    if observer == "minmax" and not observer_args:
+    args = dict(observer_args or {})
+    if observer == "minmax" and not args:
         return minmax_qparams(W, spec)
+    if observer == "mse" and set(args) <= {"grid", "maxshrink", "norm"}:
+        return mse_qparams(W, spec, **args)
     units = grouped_view(W.float(), spec)
     out_shape = units.shape[:-1] if spec.granularity == "group" else (units.shape[0], 1)
     units = units.reshape(-1, units.shape[-1])
+    if observer == "percentile" and set(args) <= {"percentile"}:
+        q = float(args.get("percentile", 99.99)) / 100
+        if not 0 < q <= 1:
+            raise ValueError(f"percentile must be in (0, 100], got {q * 100}")
+        t = torch.quantile(units.abs(), q, dim=1)
+        xmax = units.amax(dim=1).clamp(max=t)
+        xmin = torch.minimum(units.amin(dim=1).clamp(min=-t), xmax)
+        scale, zero = compute_qparams(xmin, xmax, dataclasses.replace(spec, granularity="channel", group_size=None))
+        return scale.reshape(out_shape), zero.reshape(out_shape)
     obs = make_observer(observer, axis=0, **(observer_args or {}))
     obs.update(units)
     unit_spec = dataclasses.replace(spec, granularity="channel", group_size=None)

@@ -1,0 +1,94 @@
+"""What each observer computes: percentile accuracy, mse clipping, moving average, minmax."""
+import pytest
+import torch
+
+from calibration.observers import make_observer
+from ptq import QuantSpec, fake_quantize, minmax_qparams
+
+
+def test_percentile_matches_torch_quantile():
+    torch.manual_seed(0)
+    x = torch.randn(1_000_000)
+    obs = make_observer("percentile", percentile=99.9)
+    for chunk in x.split(100_000):
+        obs.update(chunk)
+    ref = float(torch.quantile(x.abs(), 0.999))
+    assert float(obs.threshold) == pytest.approx(ref, rel=0.01)
+    lo, hi = obs.range()
+    assert float(hi) == pytest.approx(ref, rel=0.01) and float(lo) == pytest.approx(-ref, rel=0.01)
+
+
+def test_percentile_per_channel_and_widening_stream():
+    torch.manual_seed(1)
+    scales = torch.tensor([0.5, 1.0, 4.0])
+    batches = [torch.randn(20_000, 3) * scales * (1 + i) for i in range(4)]  # bound grows every batch
+    obs = make_observer("percentile", axis=-1, percentile=99.0)
+    for b in batches:
+        obs.update(b)
+    ref = torch.quantile(torch.cat(batches).abs(), 0.99, dim=0)
+    torch.testing.assert_close(obs.threshold, ref, rtol=0.01, atol=0)
+
+
+def test_percentile_range_stays_ordered_for_one_sided_data():
+    obs = make_observer("percentile", axis=0)
+    obs.update(torch.tensor([[5.0, 5.0, 5.0], [2.0, 3.0, 4.0], [-4.0, -3.0, -2.0]]))
+    lo, hi = obs.range()
+    assert (lo <= hi).all()
+    assert float(lo[0]) == float(hi[0]) == 5.0
+
+
+def heavy_tailed(n=200_000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g)
+    x[:20] = torch.tensor([40.0, -35.0] * 10)
+    return x
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_mse_range_beats_minmax_at_4_bits(symmetric):
+    x = heavy_tailed()
+    spec = QuantSpec(bits=4, symmetric=symmetric, granularity="tensor")
+    obs = make_observer("mse")
+    for chunk in x.split(50_000):
+        obs.update(chunk)
+    w = x.reshape(1, -1)
+    err_mse = float((fake_quantize(w, spec, *obs.qparams(spec)) - w).pow(2).mean())
+    err_mm = float((fake_quantize(w, spec, *minmax_qparams(w, spec)) - w).pow(2).mean())
+    assert err_mse < 0.5 * err_mm
+    lo, hi = obs.range(spec)
+    assert -40 < float(lo) and float(hi) < 40
+    lo8, hi8 = obs.range()  # default spec: 8-bit asymmetric
+    assert float(lo8) <= float(lo) and float(hi8) >= float(hi)
+
+
+def test_mse_never_widens_beyond_minmax_and_keeps_clean_data_close():
+    torch.manual_seed(2)
+    x = torch.rand(4, 10_000) * 2 - 1
+    obs = make_observer("mse", axis=0)
+    obs.update(x)
+    lo, hi = obs.range(QuantSpec(bits=8))
+    mm_lo, mm_hi = x.amin(dim=1), x.amax(dim=1)
+    assert (lo >= mm_lo).all() and (hi <= mm_hi).all()
+    assert (hi >= 0.95 * mm_hi).all()  # uniform data: 8 bits clip almost nothing
+
+
+def test_moving_average_follows_torch_ao_formula():
+    obs = make_observer("moving-average", momentum=0.5)
+    obs.update(torch.tensor([-2.0, 2.0]))
+    obs.update(torch.tensor([-4.0, 6.0]))
+    lo, hi = obs.range()
+    assert float(lo) == -3.0 and float(hi) == 4.0
+    from torch.ao.quantization import MovingAverageMinMaxObserver
+    ref = MovingAverageMinMaxObserver(averaging_constant=0.5)
+    ref(torch.tensor([-2.0, 2.0]))
+    ref(torch.tensor([-4.0, 6.0]))
+    assert float(ref.min_val) == -3.0 and float(ref.max_val) == 4.0
+
+
+def test_minmax_per_channel_on_last_axis():
+    x = torch.randn(3, 4, 6)
+    obs = make_observer("minmax", axis=-1)
+    obs.update(x[:2])
+    obs.update(x[2:])
+    lo, hi = obs.range()
+    assert torch.equal(lo, x.amin(dim=(0, 1))) and torch.equal(hi, x.amax(dim=(0, 1)))
