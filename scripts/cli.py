@@ -29,9 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """``--quiet``: no progress bars or info logs from transformers / datasets / the hub."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        quiet_libraries()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from typing import Any
 
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.observers import OBSERVERS
-from calibration.recipes.step import Step, register_step
+from calibration.recipes.step import Step, check_spec_fits, register_step
 from calibration.recipes.weight_ranges import weight_qparams
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.rtn import rtn
@@ -43,10 +43,12 @@ class RTNStep(Step):
         if self.observer not in OBSERVERS:
             raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
 
+    def initialize(self, model) -> None:
+        check_spec_fits(model, self.spec)
+
     def process_block(self, ctx: BlockContext) -> None:
         for name, layer in ctx.linear_layers().items():
             W = linear_weight(layer).float()
-            self.spec.check_shape(W.shape[1], name=f"the input dimension of {ctx.qualified(name)}")
             scale, zero = weight_qparams(W, self.spec, self.observer, self.observer_args)
             q = rtn(W, self.spec, scale, zero)
             set_linear_weight(layer, q.weight)

@@ -57,6 +57,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def check_spec_fits(model: nn.Module, spec) -> None:
+    """Raise ``ValueError`` naming the first block linear whose input dimension ``spec`` cannot split."""
+    from calibration.models.blocks import find_decoder_blocks, find_linear_layers, linear_weight
+
+    prefix, blocks = find_decoder_blocks(model)
+    for i, block in enumerate(blocks):
+        for name, layer in find_linear_layers(block).items():
+            spec.check_shape(linear_weight(layer).shape[1], name=f"the input dimension of {prefix}.{i}.{name}")
+
+
 def make_step(name: str, **kwargs: Any) -> Step:
     """Build a registered step from its name and arguments (clear errors for typos)."""
     import calibration.recipes  # noqa: F401  (registers the built-in steps)
