@@ -8,3 +8,6 @@ __all__ = ["STEPS", "Recipe", "RTNStep", "Step", "make_step", "register_step"]
 from calibration.recipes.activation_stats import ActivationStats, ActivationStatsStep
 
 __all__ += ["ActivationStats", "ActivationStatsStep"]
+from calibration.recipes.gptq import GPTQStep  # noqa: E402  (registers "gptq")
+
+__all__ += ["GPTQStep"]

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from scripts.methods import rtn
+from scripts.methods import gptq, rtn
 
-METHODS: dict[str, ModuleType] = {m.NAME: m for m in (rtn,)}
+METHODS: dict[str, ModuleType] = {m.NAME: m for m in (rtn, gptq)}

@@ -1,0 +1,224 @@
+"""Recipe step ``gptq``: GPTQ (Frantar et al., 2022) on every linear layer of each block.
+
+For each decoder block the Hessians ``H = 2/n sum x x^T`` of its linear layers' inputs are
+collected over the calibration data (:meth:`BlockContext.observe_inputs`), then each
+weight is quantized by :func:`ptq.algorithms.gptq` and written back. Layers that receive
+the very same input tensor (q/k/v; gate/up; found at run time, not by name) share one
+Hessian, computed once.
+
+With ``true_sequential`` (the reference's ``--true-sequential``) the layers are quantized in
+groups in the order the block calls them: attention inputs (q/k/v, GPT-2's ``c_attn``),
+attention output, MLP inputs (gate/up, ``fc1``, ``c_fc``), MLP output; each group's Hessians
+are collected after the earlier groups were quantized, so they see those groups' quantized
+outputs. The groups come from one forward pass over the first calibration mini-batch:
+layers in first-call order, grouped by shared input.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from calibration.models.blocks import linear_weight, set_linear_weight
+from calibration.recipes.step import Step, check_spec_fits, register_step
+from calibration.runner.block_inputs import BlockInputs
+from calibration.runner.context import BlockContext, LayerRecord
+from ptq.algorithms.gptq import gptq, qparams_function
+from ptq.algorithms.hessian import HessianAccumulator
+from ptq.algorithms.rtn import rtn
+from ptq.spec import QuantSpec
+
+HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_RECORD_KEYS = ("damp", "dead_columns", "fallback", "reason")
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``b`` is ``a``'s memory with the same layout (``a`` is kept alive, so its address is not reused)."""
+    return a is b or (
+        a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+        and a.dtype == b.dtype and a.device == b.device
+    )
+
+
+class InputRouter:
+    """Feeds linear-layer inputs to Hessian accumulators, one per distinct input tensor.
+
+    Layers are recorded in first-call order; a layer whose input is the very tensor the
+    previously called layer received shares that layer's accumulator (its ``leader``).
+    With ``accumulate=False`` only the order and sharing are recorded.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32, accumulate: bool = True) -> None:
+        self.dtype = dtype
+        self.accumulate = accumulate
+        self.order: list[str] = []
+        self.leader: dict[str, str] = {}
+        self.hessians: dict[str, HessianAccumulator] = {}
+        self.seconds = 0.0
+        self._last: tuple[str, torch.Tensor] | None = None
+
+    def stat(self, name: str, layer: nn.Module) -> "_Feed":
+        return _Feed(self, name)
+
+    def feed(self, name: str, x: torch.Tensor) -> None:
+        last = self._last
+        same = last is not None and _same_tensor(last[1], x)
+        if name not in self.leader:
+            self.order.append(name)
+            self.leader[name] = self.leader[last[0]] if same and last is not None else name
+        leader = self.leader[name]
+        if leader != name:
+            if not (same and last is not None and self.leader[last[0]] == leader):
+                raise RuntimeError(
+                    f"layer {name} shared its input with {leader} in the first calibration batch but not later; "
+                    "the block's forward pass is not deterministic"
+                )
+        elif self.accumulate:
+            t0 = time.perf_counter()
+            if name not in self.hessians:
+                self.hessians[name] = HessianAccumulator(x.shape[-1], self.dtype, device=x.device)
+            self.hessians[name].update(x)
+            self.seconds += time.perf_counter() - t0
+        self._last = (name, x)
+
+    def release(self) -> None:
+        """Drop the reference to the last input (end of a pass)."""
+        self._last = None
+
+    def groups(self) -> list[list[str]]:
+        """Layers grouped by shared input, in first-call order."""
+        out: dict[str, list[str]] = {}
+        for name in self.order:
+            out.setdefault(self.leader[name], []).append(name)
+        return list(out.values())
+
+
+@dataclass
+class _Feed:
+    router: InputRouter
+    name: str
+
+    def update(self, x: torch.Tensor) -> None:
+        self.router.feed(self.name, x)
+
+
+@register_step("gptq")
+@dataclass
+class GPTQStep(Step):
+    """Quantize every linear weight of each block with GPTQ.
+
+    Args:
+        bits, granularity, group_size, symmetric, include_zero: the :class:`ptq.QuantSpec`.
+        blocksize, damp, act_order, static_groups, mse: as :func:`ptq.algorithms.gptq`.
+        true_sequential: quantize the block's layers group by group (see module docstring).
+        hessian_dtype: ``"float32"`` (default, as the reference) or ``"float64"``.
+    """
+
+    bits: int = 4
+    granularity: str = "channel"
+    group_size: int | None = None
+    symmetric: bool = False
+    include_zero: bool = True
+    blocksize: int = 128
+    damp: float = 0.01
+    act_order: bool = False
+    static_groups: bool = False
+    true_sequential: bool = False
+    mse: bool = False
+    hessian_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.spec = QuantSpec(
+            bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
+            group_size=self.group_size, include_zero=self.include_zero,
+        )
+        if self.hessian_dtype not in HESSIAN_DTYPES:
+            raise ValueError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
+        if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
+            raise ValueError(f"blocksize must be a positive integer, got {self.blocksize!r}")
+        if not (isinstance(self.damp, (int, float)) and 0 <= self.damp <= 1):
+            raise ValueError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
+        if self.static_groups and self.granularity != "group":
+            raise ValueError("static_groups needs granularity 'group' with a group_size")
+        qparams_function(self.mse)  # fails early if the mse grid search is unavailable
+        self._stats = _new_stats()
+        self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
+
+    def initialize(self, model: nn.Module) -> None:
+        check_spec_fits(model, self.spec)  # group_size must divide every block linear's in_features
+        self._stats = _new_stats()
+
+    def process_block(self, ctx: BlockContext) -> None:
+        layers = ctx.linear_layers()
+        groups = self._sequential_groups(ctx, layers) if self.true_sequential else [list(layers)]
+        for names in groups:
+            router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype])
+            t0 = time.perf_counter()
+            ctx.observe_inputs(names, router.stat)
+            router.release()
+            self._stats["seconds"]["observe"] += time.perf_counter() - t0
+            self._stats["seconds"]["hessian"] += router.seconds
+            for name in names:
+                leader = router.leader.get(name)
+                acc = router.hessians.get(leader) if leader is not None else None
+                self._quantize_layer(ctx, name, layers[name], acc)
+
+    def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
+        key = tuple(layers)
+        if key not in self._groups_cache:
+            first = BlockInputs(hidden=ctx.inputs.hidden[:1], args=ctx.inputs.args[:1], kwargs=ctx.inputs.kwargs[:1])
+            probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=first, records={})
+            router = InputRouter(accumulate=False)
+            probe.observe_inputs(list(layers), router.stat)
+            router.release()
+            groups = router.groups()
+            unseen = [n for n in layers if n not in router.leader]
+            self._groups_cache[key] = groups + ([unseen] if unseen else [])
+        return self._groups_cache[key]
+
+    def _quantize_layer(self, ctx: BlockContext, name: str, layer: nn.Module, acc: HessianAccumulator | None) -> None:
+        qname = ctx.qualified(name)
+        W = linear_weight(layer)
+        t0 = time.perf_counter()
+        if acc is None or acc.nsamples == 0:
+            warnings.warn(f"GPTQ: layer {qname} received no calibration inputs; falling back to round-to-nearest",
+                          RuntimeWarning, stacklevel=2)
+            res = rtn(W.float(), self.spec, *qparams_function(self.mse)(W.float(), self.spec))
+            res.info.update(fallback="rtn", reason="no calibration inputs")
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
+                           static_groups=self.static_groups, mse=self.mse)
+            for w in caught:
+                warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
+        secs = self._stats["seconds"]
+        secs["solve"] += time.perf_counter() - t0
+        secs["inverse"] += res.info.pop("seconds_inverse", 0.0)
+        secs["column_loop"] += res.info.pop("seconds_loop", 0.0)
+        set_linear_weight(layer, res.weight)
+        info = {k: res.info[k] for k in _RECORD_KEYS if k in res.info}
+        info["nsamples"] = acc.nsamples if acc is not None else 0
+        info["error_kind"] = "GPTQ loss sum (w - q)^2 / [H^-1]_qq / 2" if "fallback" not in info else "||W - Q||_F^2 (RTN)"
+        if "fallback" in info:
+            self._stats["fallbacks"].append(qname)
+        else:
+            self._stats["total_loss"] += float(res.loss or 0.0)
+        self._stats["layers"] += 1
+        ctx.records[qname] = LayerRecord(method="gptq", spec=self.spec, scale=res.scale, zero=res.zero,
+                                         g_idx=res.g_idx, error=res.loss, info=info)
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        """Layers quantized, RTN fallbacks, total GPTQ loss, and seconds: ``observe`` (the
+        forward passes feeding the Hessians, ``hessian`` included), ``hessian`` (accumulation),
+        ``solve`` (all GPTQ calls: ``inverse`` + ``column_loop`` + qparams / copies)."""
+        return {**self._stats, "seconds": {k: round(v, 3) for k, v in self._stats["seconds"].items()}}
+
+
+def _new_stats() -> dict[str, Any]:
+    seconds = dict.fromkeys(("observe", "hessian", "inverse", "column_loop", "solve"), 0.0)
+    return {"layers": 0, "fallbacks": [], "total_loss": 0.0, "seconds": seconds}

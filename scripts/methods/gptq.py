@@ -1,0 +1,36 @@
+"""``--method gptq``: GPTQ with the shared weight flags (--bits, --granularity, --group-size, --symmetric)."""
+from __future__ import annotations
+
+import argparse
+
+from calibration.recipes import GPTQStep, Recipe
+
+NAME = "gptq"
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--act-order", action="store_true",
+                       help="quantize columns in order of decreasing Hessian diagonal (GPTQ act-order)")
+    group.add_argument("--static-groups", action="store_true",
+                       help="with --group-size: fix every group's scale/zero before quantizing")
+    group.add_argument("--true-sequential", action="store_true",
+                       help="quantize each block's layers group by group (q/k/v, out, MLP in, MLP out), "
+                            "each on inputs from the already quantized earlier groups")
+    group.add_argument("--blocksize", type=int, default=128, help="GPTQ lazy-batch block size (default 128)")
+    group.add_argument("--damp", type=float, default=0.01,
+                       help="GPTQ dampening, a fraction of mean(diag H) added to diag H (default 0.01)")
+    group.add_argument("--mse", action="store_true",
+                       help="GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
+
+
+def gptq_step(args: argparse.Namespace) -> GPTQStep:
+    """The GPTQ step described by the shared weight flags and the flags above."""
+    return GPTQStep(
+        bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
+        blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,
+        true_sequential=args.true_sequential, mse=args.mse,
+    )
+
+
+def build_recipe(args: argparse.Namespace) -> Recipe:
+    return Recipe([gptq_step(args)])
