@@ -29,7 +29,12 @@ def run(args: argparse.Namespace) -> int:
     datasets = args.dataset or ["web-nt"]
     if args.max_windows is not None and args.max_windows < 1:
         raise ValueError(f"--max-windows must be at least 1, got {args.max_windows}")
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    from ptq.checkpoint import is_quantized_checkpoint, load_quantized
+
+    if is_quantized_checkpoint(args.model):  # a ptq quantize output (packed ptq or GPTQ format)
+        model, tokenizer = load_quantized(args.model, dtype=args.dtype, device=args.device)
+    else:
+        model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     results = {}
     for ds in datasets:
         info(args, f"evaluating {args.model} on {ds} ({args.split}), windows of {args.seqlen}")

@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--output", required=True, help="folder to write (must not exist unless --overwrite)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    o.add_argument("--format", default="ptq", choices=["ptq", "gptq", "float"],
+                   help="ptq: packed safetensors + quantization_config (default); gptq: the GPTQ checkpoint "
+                        "layout (AutoGPTQ / GPTQModel / transformers; weight-only, channel or group); "
+                        "float: the fake-quantized float weights (save_pretrained)")
     add_quiet(p)
 
 
@@ -40,8 +44,36 @@ def build_recipe(args: argparse.Namespace):
     return METHODS[args.method].build_recipe(args)
 
 
+def check_format(args: argparse.Namespace) -> None:
+    """``--format gptq`` holds weight-only grids with per-channel or per-group scales."""
+    if args.format != "gptq" or args.recipe:
+        return
+    from ptq import QuantSpec
+    from ptq.checkpoint.gptq_format import check_gptq_spec
+    from ptq.modules.swap import WEIGHT_ONLY_METHODS
+
+    if args.method not in WEIGHT_ONLY_METHODS:
+        raise ValueError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
+                         f"not --method {args.method}")
+    check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
+                              group_size=args.group_size))
+
+
+def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folder) -> None:
+    """Write the quantized model into ``folder`` in ``--format``."""
+    if args.format == "float":
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return
+    from ptq.checkpoint import export_gptq, save_quantized
+
+    writer = export_gptq if args.format == "gptq" else save_quantized
+    writer(model, folder, result.records, tokenizer=tokenizer, extra=report, overwrite=True)
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = build_recipe(args)  # bad flags fail before anything is loaded
+    check_format(args)
     out = check_output(args.output, args.overwrite)
 
     from calibration.data import calibration_segments
@@ -73,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     report["timings_s"]["load"] = round(t_load, 3)
     t1 = time.perf_counter()
     with atomic_folder(out, overwrite=args.overwrite) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save(args, model, tokenizer, result, report, tmp)
         report["timings_s"]["save"] = round(time.perf_counter() - t1, 3)
         write_json(tmp / "ptq.json", report)
     info(args, f"wrote {out} ({len(result.records)} layers quantized in {result.timings['quantize']:.1f} s)")
