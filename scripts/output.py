@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scripts.errors import UsageError
+from ptq.jsonable import json_default
 
 
 def check_output(path: str | Path, overwrite: bool, needed_bytes: int = 0) -> Path:
@@ -61,13 +62,6 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON through a temporary file and rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
     tmp.replace(path)
 
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)

@@ -71,3 +71,17 @@ def smol_model():
     from calibration.models import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer):
+    """A tiny random Llama with SmolLM2's tokenizer, saved as a local HF folder (CLI tests)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    path = tmp_path_factory.mktemp("model") / "tiny-llama"
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    smol_tokenizer.save_pretrained(path)
+    return path

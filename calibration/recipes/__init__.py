@@ -11,3 +11,6 @@ __all__ += ["ActivationStats", "ActivationStatsStep"]
 from calibration.recipes.gptq import GPTQStep  # noqa: E402  (registers "gptq")
 
 __all__ += ["GPTQStep"]
+from calibration.recipes.smoothquant import SmoothQuantStep  # noqa: E402  (registers "smoothquant")
+from calibration.recipes.w8a8 import W8A8Step  # noqa: E402  (registers "w8a8")
+from calibration.recipes.llm_int8 import LLMInt8Step  # noqa: E402  (registers "llm-int8")

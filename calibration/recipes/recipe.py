@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.recipes.step import Step, make_step
+from calibration.config_files import read_structured_file
 
 
 @dataclass
@@ -35,26 +36,7 @@ class Recipe:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Recipe":
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"recipe file {path} does not exist")
-        text = path.read_text()
-        if path.suffix == ".toml":
-            import tomllib
-
-            try:
-                data = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"recipe file {path} is not valid TOML: {exc}") from None
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"recipe file {path} is not valid YAML: {exc}") from None
-        else:
-            raise ValueError(f"recipe file {path} must end in .toml, .yaml or .yml")
+        data = read_structured_file(path, "recipe file")
         items = data.get("steps") if isinstance(data, dict) else data
         if not isinstance(items, list) or not items:
             raise ValueError(f"recipe file {path} must hold a non-empty list of steps under 'steps'")

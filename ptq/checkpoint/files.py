@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from ptq.jsonable import json_default
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -46,16 +47,9 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
         tmp.rename(directory)
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
-
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

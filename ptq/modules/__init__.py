@@ -8,9 +8,13 @@ from ptq.modules.swap import (
     register_qmodule,
     to_float,
 )
+from ptq.modules.w8a8_linear import W8A8Linear  # noqa: E402  (registers "w8a8")
+from ptq.modules.llm_int8_linear import Int8OutlierLinear  # noqa: E402  (registers "llm-int8")
 
 __all__ = [
+    "Int8OutlierLinear",
     "QuantLinear",
+    "W8A8Linear",
     "from_float",
     "is_qmodule",
     "quantize_modules",

@@ -5,11 +5,12 @@ from types import ModuleType
 
 from scripts.commands import eval as eval_cmd
 from scripts.commands import inspect as inspect_cmd
-from scripts.commands import quantize, reproduce
+from scripts.commands import quantize, reproduce, table
 
 COMMANDS: dict[str, ModuleType] = {
     "quantize": quantize,
     "eval": eval_cmd,
     "inspect": inspect_cmd,
     "reproduce": reproduce,
+    "table": table,
 }

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--granularity", default="channel", choices=["tensor", "channel", "group"], help="default channel")
     g.add_argument("--group-size", type=int, default=None, help="columns per group (with --granularity group)")
     g.add_argument("--symmetric", action="store_true", help="symmetric grid (default asymmetric min-max)")
+    g.add_argument("--compute", default="int", choices=["int", "fake"],
+                   help="int8 methods (w8a8, smoothquant, llm-int8): int8 x int8 -> int32 matmul, or fake-quant "
+                        "float matmul of the dequantized codes (default int)")
     for module in METHODS.values():
         module.add_arguments(p.add_argument_group(f"--method {module.NAME}"))
     add_calibration_arguments(p)

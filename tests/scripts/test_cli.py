@@ -11,19 +11,8 @@ from scripts.cli import main
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, smol_tokenizer):
-    """A tiny random Llama with SmolLM2's tokenizer, saved as a local HF folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    import torch
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    path = tmp_path_factory.mktemp("model") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    smol_tokenizer.save_pretrained(path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

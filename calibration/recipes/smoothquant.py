@@ -1,0 +1,182 @@
+"""Recipe step ``smoothquant``: SmoothQuant smoothing of each block (Xiao et al., ICML 2023, §4).
+
+For each decoder block: the smoothing groups are found from its data flow
+(:func:`ptq.algorithms.smoothquant.smoothing_groups`: norm -> q/k/v, norm -> gate/up, OPT's
+fc1, GPT-2's c_attn / c_fc, optionally v -> o and up -> down); ``max|X_j|`` of each group's
+input is collected with the ``absmax-per-channel`` observer; then
+``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` (Eq. 4) is folded into the norm (or previous
+linear) and the group's weights. The block stays a float block computing the same function;
+a later step quantizes it (``w8a8``, ``rtn``, ``gptq``).
+
+``alpha="auto"`` searches alpha per block on the grid 0.0, 0.1, ..., 1.0, as Intel Neural
+Compressor's SmoothQuant auto-tuning: each candidate block is smoothed, its linears are
+fake-quantized W8A8 (weights int8 per channel; activations per-token, or per-tensor static
+with the min-max range of the smoothed calibration inputs, ``max_j max|X_j| / s_j``), and the
+MSE of its outputs against the float block's outputs on the calibration data is measured;
+the smallest error wins (ties: the smaller alpha). Chosen alphas go into each smoothed
+layer's record and the step's summary (``ptq.json``).
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from calibration.models.blocks import linear_weight, set_linear_weight
+from calibration.observers import make_observer
+from calibration.recipes.step import Step, register_step
+from calibration.runner.block_inputs import BlockInputs
+from calibration.runner.context import BlockContext, LayerRecord
+from ptq.algorithms.smoothquant import (SmoothingPlan, apply_smoothing, check_alpha, group_weight_absmax,
+                                        smooth_scales, smoothing_groups)
+from ptq.modules.w8a8_linear import ACT_MODES, QMAX, absmax_scale, quantize_per_token, quantize_symmetric
+
+ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+@contextlib.contextmanager
+def fake_w8a8(layers: dict[str, nn.Module], act: str, act_absmax: dict[str, float] | None = None) -> Iterator[None]:
+    """Within the block: weights fake-quantized int8 per channel, inputs int8 per-token or static.
+
+    Same numerics as :class:`W8A8Linear` with ``mode="fake"``; weights restored on exit.
+    """
+    saved = {n: linear_weight(m).detach().clone() for n, m in layers.items()}
+    handles = []
+    try:
+        for name, m in layers.items():
+            W = saved[name].float()
+            s_w = absmax_scale(W.abs().amax(dim=1))[:, None]
+            set_linear_weight(m, quantize_symmetric(W, s_w).float() * s_w)
+            if act == "per-token":
+                def hook(mod: nn.Module, args: tuple) -> tuple:
+                    q, s = quantize_per_token(args[0])
+                    return (q.float().mul_(s).to(args[0].dtype),) + tuple(args[1:])
+            else:
+                assert act_absmax is not None
+                s_x = absmax_scale(torch.tensor(act_absmax[name]))
+
+                def hook(mod: nn.Module, args: tuple, s_x: torch.Tensor = s_x) -> tuple:
+                    return (quantize_symmetric(args[0], s_x).float().mul_(s_x).to(args[0].dtype),) + tuple(args[1:])
+            handles.append(m.register_forward_pre_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for name, m in layers.items():
+            set_linear_weight(m, saved[name])
+
+
+def _mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    num = sum(float((a.float() - b.float()).pow(2).sum()) for a, b in zip(out, ref))
+    return num / max(sum(b.numel() for b in ref), 1)
+
+
+@register_step("smoothquant")
+@dataclass
+class SmoothQuantStep(Step):
+    """Smooth every block's linear groups.
+
+    Args:
+        alpha: migration strength in ``[0, 1]`` (paper default 0.5) or ``"auto"`` (per-block grid search).
+        prev_linear: also smooth linear -> linear pairs (v -> o, up -> down) where the path allows it.
+        act: activation quantization the ``"auto"`` search simulates: ``"per-token"`` or ``"static"``.
+    """
+
+    alpha: float | str = 0.5
+    prev_linear: bool = True
+    act: str = "per-token"
+
+    def __post_init__(self) -> None:
+        if self.alpha != "auto":
+            check_alpha(self.alpha)  # type: ignore[arg-type]
+        if self.act not in ACT_MODES:
+            raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
+        self._plans: dict[tuple[str, ...], SmoothingPlan] = {}
+        self._summary: dict[str, Any] = {}
+
+    def initialize(self, model: nn.Module) -> None:
+        self._summary = {"alphas": {}, "unsmoothed": {}, "search_mse": {}}
+
+    def _plan(self, ctx: BlockContext) -> SmoothingPlan:
+        key = tuple(ctx.linear_layers())
+        if key not in self._plans:
+            first = BlockInputs(hidden=ctx.inputs.hidden[:1], args=ctx.inputs.args[:1], kwargs=ctx.inputs.kwargs[:1])
+            probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=first, records={})
+            self._plans[key] = smoothing_groups(ctx.block, probe.run, prev_linear=self.prev_linear)
+        return self._plans[key]
+
+    def _smooth(self, ctx: BlockContext, plan: SmoothingPlan, absmax: dict[str, torch.Tensor],
+                alpha: float) -> dict[str, torch.Tensor]:
+        modules = dict(ctx.block.named_modules())
+        scales = {}
+        for g in plan.groups:
+            linears = [modules[n] for n in g.linears]
+            s = smooth_scales(absmax[g.linears[0]], group_weight_absmax(linears), alpha)
+            apply_smoothing(modules[g.source], linears, s)
+            scales.update({n: s for n in g.linears})
+        return scales
+
+    @torch.no_grad()
+    def _search(self, ctx: BlockContext, plan: SmoothingPlan, absmax: dict[str, torch.Tensor]) -> tuple[float, dict]:
+        ref = ctx.float_outputs()
+        saved = {k: v.detach().clone() for k, v in ctx.block.state_dict().items()}
+        layers = ctx.linear_layers()
+        errors: dict[float, float] = {}
+        try:
+            for alpha in ALPHA_GRID:
+                scales = self._smooth(ctx, plan, absmax, alpha)
+                static = None if self.act != "static" else {
+                    n: float((absmax[n] / scales[n]).max() if n in scales else absmax[n].max()) for n in layers}
+                with fake_w8a8(layers, self.act, static):
+                    errors[alpha] = _mse(ctx.run(), ref)
+                ctx.block.load_state_dict(saved)
+        finally:
+            ctx.block.load_state_dict(saved)
+        best = min(ALPHA_GRID, key=lambda a: (errors[a], a))
+        return best, errors
+
+    def process_block(self, ctx: BlockContext) -> None:
+        plan = self._plan(ctx)
+        for name, reason in plan.unsmoothed.items():
+            self._summary["unsmoothed"].setdefault(name, reason)
+        if not plan.groups:
+            warnings.warn(f"SmoothQuant: block {ctx.prefix} has no linear layer fed by a norm (or a foldable "
+                          f"linear); left unsmoothed: {'; '.join(f'{n}: {r}' for n, r in plan.unsmoothed.items())}",
+                          RuntimeWarning, stacklevel=2)
+            return
+        layers = ctx.linear_layers()
+        names = list(layers) if self.alpha == "auto" and self.act == "static" else [
+            n for g in plan.groups for n in g.linears]
+        ctx.float_outputs()  # the float block's outputs, before smoothing changes anything
+        stats = ctx.observe_inputs(names, lambda n, l: make_observer("absmax-per-channel", axis=-1))
+        absmax = {n: o.absmax for n, o in stats.items()}
+        for g in plan.groups:  # layers of a group share one input: one statistic
+            absmax.update({n: absmax[g.linears[0]] for n in g.linears})
+        search: dict[float, float] = {}
+        if self.alpha == "auto":
+            alpha, search = self._search(ctx, plan, absmax)
+            self._summary["search_mse"][ctx.index] = {str(a): e for a, e in search.items()}
+        else:
+            alpha = float(self.alpha)  # type: ignore[arg-type]
+        self._smooth(ctx, plan, absmax, alpha)
+        self._summary["alphas"][ctx.index] = alpha
+        for g in plan.groups:
+            for n in g.linears:
+                qname = ctx.qualified(n)
+                info = {"smoothquant": {"alpha": alpha, "source": g.source, "source_kind": g.kind}}
+                old = ctx.records.get(qname)
+                if old is not None:
+                    old.info.update(info)
+                else:
+                    ctx.records[qname] = LayerRecord(method="smoothquant", info=info)
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        out = {"alphas": dict(self._summary.get("alphas", {})),
+               "unsmoothed": dict(self._summary.get("unsmoothed", {}))}
+        if self.alpha == "auto":
+            out["search_mse"] = self._summary.get("search_mse", {})
+        return out

@@ -1,0 +1,86 @@
+"""Recipe step ``w8a8``: int8 weights (per output channel) and int8 activations, as :class:`W8A8Linear`.
+
+Weights: ``s_w = max|W[n, :]| / 127``; activations per-token dynamic (``s_x = max|X[m, :]| / 127``
+at run time) or per-tensor static (``s_x = max(|xmin|, |xmax|) / 127`` from a calibration
+observer's range over the block's calibration inputs: ``minmax``, ``percentile``, ``mse``, ...),
+as the W8A8 settings of SmoothQuant (Xiao et al., ICML 2023, §5 Table 2, O1-O3). Every linear
+layer of each block is swapped for a :class:`ptq.modules.w8a8_linear.W8A8Linear` through the
+swap registry (kind ``"w8a8"``); its record keeps the info earlier steps wrote (e.g. the
+SmoothQuant alpha).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from calibration.models.blocks import linear_weight
+from calibration.observers import OBSERVERS, MSEObserver, make_observer
+from calibration.recipes.step import Step, register_step
+from calibration.runner.context import BlockContext, LayerRecord
+from ptq.modules.swap import set_submodule
+from ptq.modules.w8a8_linear import ACT_MODES, EXEC_MODES, QMAX, W8A8Linear
+from ptq.spec import QuantSpec
+
+WEIGHT_SPEC = QuantSpec(bits=8, symmetric=True, granularity="channel")
+ACT_SPEC = QuantSpec(bits=8, symmetric=True, granularity="tensor")
+
+
+def static_act_scale(observer: Any) -> float:
+    """``max(|xmin|, |xmax|) / 127`` of a per-tensor observer's range (1.0 for an all-zero input)."""
+    lo, hi = observer.range(ACT_SPEC) if isinstance(observer, MSEObserver) else observer.range()
+    amax = max(abs(float(lo)), abs(float(hi)))
+    return amax / QMAX if amax > 0 else 1.0
+
+
+@register_step("w8a8")
+@dataclass
+class W8A8Step(Step):
+    """Swap every linear layer for a W8A8 module.
+
+    Args:
+        act: ``"per-token"`` (dynamic) or ``"static"`` (per-tensor, calibrated).
+        act_observer: observer of the static activation range (``minmax``, ``percentile``, ``mse``).
+        observer_args: its keyword arguments (e.g. ``{"percentile": 99.99}``).
+        mode: ``"int"`` (int8 x int8 -> int32 kernel) or ``"fake"`` (float matmul of dequantized values).
+    """
+
+    act: str = "per-token"
+    act_observer: str = "minmax"
+    observer_args: dict[str, Any] = field(default_factory=dict)
+    mode: str = "int"
+
+    def __post_init__(self) -> None:
+        if self.act not in ACT_MODES:
+            raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
+        if self.mode not in EXEC_MODES:
+            raise ValueError(f"mode must be one of {', '.join(EXEC_MODES)}, got {self.mode!r}")
+        if self.act_observer not in OBSERVERS or self.act_observer == "absmax-per-channel":
+            raise ValueError(f"act_observer must be a per-tensor range observer (minmax, percentile, mse, ...), "
+                             f"got {self.act_observer!r}")
+        make_observer(self.act_observer, axis=None, **self.observer_args)  # fails early on bad arguments
+
+    @property
+    def needs_calibration_data(self) -> bool:  # type: ignore[override]
+        return self.act == "static"
+
+    def process_block(self, ctx: BlockContext) -> None:
+        layers = ctx.linear_layers()
+        scales: dict[str, float] = {}
+        if self.act == "static":
+            stats = ctx.observe_inputs(
+                list(layers), lambda n, l: make_observer(self.act_observer, axis=None, **self.observer_args))
+            scales = {n: static_act_scale(o) for n, o in stats.items()}
+        for name, layer in layers.items():
+            W = linear_weight(layer).float()
+            q = W8A8Linear.from_float(layer, act=self.act, act_scale=scales.get(name), mode=self.mode)
+            err = float((q.dequantize_weight() - W).norm() / W.norm().clamp(min=1e-30))
+            set_submodule(ctx.block, name, q)
+            qname = ctx.qualified(name)
+            old = ctx.records.get(qname)
+            info = dict(old.info) if old is not None else {}
+            info.update(act=self.act, act_bits=8, error_kind="relative weight error ||W-Q||/||W||")
+            if self.act == "static":
+                info.update(act_observer=self.act_observer, act_scale=scales[name])
+            ctx.records[qname] = LayerRecord(method="w8a8", spec=WEIGHT_SPEC, error=err, info=info)

@@ -1,0 +1,158 @@
+"""``Int8OutlierLinear``: the LLM.int8() linear layer (:mod:`ptq.algorithms.llm_int8`).
+
+Stores the int8 weight codes ``[N, K]`` and float32 per-row (or per-tensor) scales, the bias,
+and in ``static`` mode the fixed outlier column indices with their float weight columns.
+
+* ``mode="dynamic"``: the outlier columns are found in every forward pass (any
+  ``|x| >= threshold`` in the batch), their weight columns dequantized from int8 (as
+  bitsandbytes does);
+* ``mode="static"``: the outlier columns were chosen once from calibration statistics
+  (max |x| per input channel >= threshold); their weights are kept in float and left out of
+  the int8 rows' absmax, so inference does no search;
+* ``threshold=inf`` (dynamic): no decomposition, the "absmax vector-wise" baseline;
+  ``granularity="tensor"``: the naive per-tensor absmax baseline.
+
+``compute="int"`` runs the int8 part as int8 x int8 -> int32 (:func:`ptq.kernels.int8_matmul`);
+``compute="fake"`` as a float matmul of the dequantized codes (same numbers up to float
+rounding). Inputs of any float dtype are computed in float32 and returned in their dtype
+(float16 matmuls are slow or missing on CPU). A batch where every column is an outlier is
+computed in float (with one warning per layer).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed_matmul, dequantize_weight, outlier_columns
+from ptq.modules.quant_linear import Conv1D, weight_2d
+from ptq.modules.swap import register_qmodule
+
+MODES = ("dynamic", "static")
+GRANULARITIES = ("vector", "tensor")
+COMPUTES = ("int", "fake")
+
+
+class Int8OutlierLinear(nn.Module):
+    """LLM.int8() replacement of ``nn.Linear`` / ``Conv1D`` (module docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, threshold: float = 6.0,
+                 mode: str = "dynamic", granularity: str = "vector", compute: str = "int", n_outliers: int = 0,
+                 float_class: str = "Linear", dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        check_threshold(threshold)
+        for name, value, allowed in (("mode", mode, MODES), ("granularity", granularity, GRANULARITIES),
+                                     ("compute", compute, COMPUTES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.threshold, self.mode, self.granularity, self.compute = float(threshold), mode, granularity, compute
+        self.float_class = float_class
+        self._warned = False
+        kw: dict[str, Any] = {"device": device}
+        self.register_buffer("weight_q", torch.zeros(out_features, in_features, dtype=torch.int8, **kw))
+        scale_shape = (out_features, 1) if granularity == "vector" else ()
+        self.register_buffer("weight_scale", torch.ones(scale_shape, dtype=torch.float32, **kw))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, **kw) if bias else None)
+        self.register_buffer("outlier_idx", torch.zeros(n_outliers, dtype=torch.int64, **kw))
+        self.register_buffer("weight_outlier", torch.zeros(out_features, n_outliers, dtype=dtype, **kw))
+
+    @classmethod
+    def from_float(cls, module: nn.Module, threshold: float = 6.0, mode: str = "dynamic",
+                   granularity: str = "vector", compute: str = "int",
+                   outlier_idx: torch.Tensor | None = None) -> "Int8OutlierLinear":
+        """Quantize a float layer; ``outlier_idx`` (static mode) are the fixed outlier columns."""
+        if mode == "static" and outlier_idx is None:
+            raise ValueError("static mode needs the outlier columns chosen from calibration (outlier_idx)")
+        W = weight_2d(module).detach().float()
+        out_f, in_f = W.shape
+        idx = (outlier_idx if mode == "static" else torch.zeros(0, dtype=torch.int64)).to(torch.int64).reshape(-1)
+        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
+        m = cls(in_f, out_f, bias=module.bias is not None, threshold=threshold, mode=mode, granularity=granularity,
+                compute=compute, n_outliers=idx.numel(), float_class=float_class, dtype=module.weight.dtype,
+                device=W.device)
+        W_int = W.index_fill(1, idx.to(W.device), 0.0) if idx.numel() else W
+        codes, scale = absmax_quantize(W_int, dim=-1 if granularity == "vector" else None)
+        m.weight_q.copy_(codes)
+        m.weight_scale.copy_(scale.reshape(m.weight_scale.shape))
+        m.outlier_idx.copy_(idx)
+        m.weight_outlier.copy_(W.index_select(1, idx.to(W.device)).to(m.weight_outlier.dtype))
+        if module.bias is not None:
+            m.bias.copy_(module.bias.detach())
+        return m
+
+    @property
+    def float_columns(self) -> int:
+        """Columns kept in float (static mode; dynamic mode decides per batch)."""
+        return int(self.outlier_idx.numel())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, dtype = x.shape, x.dtype
+        x2 = x.reshape(-1, self.in_features).float()
+        if self.mode == "static":
+            outliers = torch.zeros(self.in_features, dtype=torch.bool, device=x.device)
+            outliers[self.outlier_idx] = True
+            W_out = self.weight_outlier.float()
+        else:
+            outliers = outlier_columns(x2, self.threshold)
+            W_out = None
+        if x2.shape[0] and bool(outliers.all()):
+            if not self._warned:
+                warnings.warn(f"LLM.int8(): every input column is an outlier (|x| >= {self.threshold}); "
+                              "computing this layer in float", RuntimeWarning, stacklevel=2)
+                self._warned = True
+            y = x2 @ self.dequantized_weight().t()
+        else:
+            y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out,
+                                  self.granularity, integer=self.compute == "int")
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(dtype).reshape(*shape[:-1], self.out_features)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float ``[N, K]`` weight the module represents (static outlier columns in float)."""
+        W = dequantize_weight(self.weight_q, self.weight_scale)
+        if self.outlier_idx.numel():
+            W = W.index_copy(1, self.outlier_idx, self.weight_outlier.float())
+        return W
+
+    def to_float(self, dtype: torch.dtype | None = None) -> nn.Module:
+        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
+        W = self.dequantized_weight().to(dtype)
+        if self.float_class == "Conv1D":
+            m = Conv1D(self.out_features, self.in_features)
+            m.weight.data = W.t().contiguous()
+        else:
+            m = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, dtype=dtype)
+            m.weight.data = W
+        if self.bias is not None:
+            m.bias.data = self.bias.detach().clone()
+        return m
+
+    def quant_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "threshold": self.threshold if math.isfinite(self.threshold) else "inf",
+                "mode": self.mode, "granularity": self.granularity, "compute": self.compute,
+                "n_outliers": self.float_columns}
+
+    @classmethod
+    def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "Int8OutlierLinear":
+        W = weight_2d(module)
+        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
+        return cls(W.shape[1], W.shape[0], bias=module.bias is not None, threshold=float(config["threshold"]),
+                   mode=config["mode"], granularity=config["granularity"], compute=config.get("compute", "int"),
+                   n_outliers=int(config.get("n_outliers", 0)), float_class=float_class, dtype=dtype, device="meta")
+
+    def footprint_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, threshold={self.threshold}, "
+                f"mode={self.mode}, granularity={self.granularity}, compute={self.compute}, "
+                f"float_columns={self.float_columns}")
+
+
+register_qmodule("llm-int8", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))(Int8OutlierLinear)

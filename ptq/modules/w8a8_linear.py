@@ -1,0 +1,195 @@
+"""W8A8 linear layer: int8 weights and int8 activations, :class:`W8A8Linear` (swap kind ``"w8a8"``).
+
+Symmetric absmax grids with signed codes in ``[-127, 127]`` (LLM.int8(), Dettmers et al., 2022,
+§2; SmoothQuant, Xiao et al., 2023, §2 "per-tensor / per-token / per-channel quantization")::
+
+    s_w[n] = max_k |W[n, k]| / 127            W_q = clamp(round(W / s_w), -127, 127)   (per output channel)
+    s_x[m] = max_k |X[m, k]| / 127            (per-token, dynamic: computed at run time for each row)
+    s_x    = max(|xmin|, |xmax|) / 127        (per-tensor, static: from a calibration observer's range)
+    X_q    = clamp(round(X / s_x), -127, 127)
+    Y      = s_x * s_w * (X_q @ W_q^T) + b
+
+Two execution paths compute the same numbers up to float rounding:
+
+* ``mode="int"``: ``X_q @ W_q^T`` exactly in int32 by :func:`ptq.kernels.int8_matmul`, then one
+  float rescale by the outer product ``s_x s_w^T`` (and the bias);
+* ``mode="fake"``: float matmul of the dequantized values ``(s_x X_q) @ (s_w W_q)^T`` (any
+  device or dtype; what calibration uses to measure the quantized block's error).
+
+A zero row (or an all-zero calibration range) gets scale 1 (all codes 0, no division by zero).
+Per-token scales are checked to be finite (an inf activation raises ``ValueError``); static
+scales saturate out-of-range activations (inf included) to ``+-127``.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ptq.kernels import fbgemm_pack, int8_matmul, int_mm_supported
+from ptq.modules.quant_linear import Conv1D
+from ptq.modules.swap import register_qmodule
+
+ActMode = Literal["per-token", "static"]
+ACT_MODES = ("per-token", "static")
+EXEC_MODES = ("int", "fake")
+QMAX = 127
+
+
+def _weight_2d(module: nn.Module) -> torch.Tensor:
+    return module.weight.t() if Conv1D is not None and isinstance(module, Conv1D) else module.weight
+
+
+def absmax_scale(amax: torch.Tensor) -> torch.Tensor:
+    """``amax / 127`` as float32, with 1 where ``amax == 0`` (then every code is 0)."""
+    amax = amax.float()
+    return torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+
+
+def quantize_symmetric(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 codes ``clamp(round(x / scale), -127, 127)`` (``scale`` broadcast against ``x``)."""
+    return torch.clamp(torch.round(x.float() / scale), -QMAX, QMAX).to(torch.int8)
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``[M, K]`` int8 and scales ``[M, 1]`` float32 of a 2-D activation, one scale per row."""
+    scale = absmax_scale(x.abs().amax(dim=-1, keepdim=True))
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("W8A8Linear: the activation contains inf or NaN; per-token scales need finite values")
+    return quantize_symmetric(x, scale), scale
+
+
+@register_qmodule("w8a8", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))
+class W8A8Linear(nn.Module):
+    """Replacement of ``nn.Linear`` / ``Conv1D`` with int8 weights and int8 activations.
+
+    Buffers: ``qweight`` int8 ``[out, in]``, ``weight_scale`` float32 ``[out]``, ``act_scale``
+    float32 ``[]`` (static activations only), ``bias`` (optional, float).
+    """
+
+    kind = "w8a8"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, act: ActMode = "per-token",
+                 mode: str = "int", dtype: torch.dtype = torch.float32, float_class: str = "Linear",
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if act not in ACT_MODES:
+            raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {act!r}")
+        if mode not in EXEC_MODES:
+            raise ValueError(f"mode must be one of {', '.join(EXEC_MODES)}, got {mode!r}")
+        if float_class not in ("Linear", "Conv1D"):
+            raise ValueError(f"float_class must be 'Linear' or 'Conv1D', got {float_class!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.act, self.mode, self.float_class = act, mode, float_class
+        kw: dict[str, Any] = {"device": device}
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, **kw))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, **kw))
+        self.register_buffer("act_scale", torch.ones((), dtype=torch.float32, **kw) if act == "static" else None)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, **kw) if bias else None)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_float(cls, module: nn.Module, act: ActMode = "per-token", act_scale: float | torch.Tensor | None = None,
+                   mode: str = "int") -> "W8A8Linear":
+        """Quantize a float layer's weight per output channel; ``act_scale`` is needed with ``act="static"``."""
+        W = _weight_2d(module).detach()
+        out, n = W.shape
+        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
+        bias = getattr(module, "bias", None)
+        q = cls(n, out, bias=bias is not None, act=act, mode=mode,
+                dtype=W.dtype if W.is_floating_point() else torch.float32, float_class=float_class, device=W.device)
+        if not bool(torch.isfinite(W).all()):
+            raise ValueError("W8A8Linear.from_float: the weight contains inf or NaN")
+        s_w = absmax_scale(W.float().abs().amax(dim=1))
+        q.weight_scale.copy_(s_w)
+        q.qweight.copy_(quantize_symmetric(W, s_w[:, None]))
+        if act == "static":
+            if act_scale is None:
+                raise ValueError("act='static' needs act_scale (from a calibration observer's range: max|x| / 127)")
+            s = torch.as_tensor(act_scale, dtype=torch.float32)
+            if s.numel() != 1 or not bool(torch.isfinite(s)) or float(s) <= 0:
+                raise ValueError(f"act_scale must be one positive finite number, got {act_scale!r}")
+            q.act_scale.copy_(s.reshape(()))
+        elif act_scale is not None:
+            raise ValueError("act_scale is only used with act='static'")
+        if bias is not None:
+            q.bias.copy_(bias.detach())
+        return q
+
+    def quant_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "bits": 8, "act_bits": 8, "act": self.act, "mode": self.mode}
+
+    @classmethod
+    def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "W8A8Linear":
+        """An empty skeleton on the meta device replacing the float ``module``."""
+        out, n = _weight_2d(module).shape
+        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
+        return cls(n, out, bias=getattr(module, "bias", None) is not None, act=config.get("act", "per-token"),
+                   mode=config.get("mode", "int"), dtype=dtype, float_class=float_class, device="meta")
+
+    # ------------------------------------------------------------------ compute
+    def dequantize_weight(self) -> torch.Tensor:
+        """``s_w * W_q`` as float32 ``[out, in]``."""
+        return self.qweight.float() * self.weight_scale[:, None]
+
+    def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """int8 codes ``[M, K]`` and scales (``[M, 1]`` per token, ``[]`` static) of a 2-D input."""
+        if self.act == "per-token":
+            return quantize_per_token(x2)
+        return quantize_symmetric(x2, self.act_scale), self.act_scale
+
+    def _fbgemm_packed(self, M: int) -> list[object] | None:
+        """fbgemm's packed weight for the small-``M`` fallback (decoding), built once and cached.
+
+        Not a buffer (not saved); rebuilt when ``qweight`` is replaced or changed in place.
+        """
+        if self.qweight.device.type != "cpu" or int_mm_supported(M, self.in_features, self.out_features):
+            return None
+        try:
+            version = self.qweight._version
+        except RuntimeError:  # an inference-mode tensor has no version counter
+            version = -1
+        key = (self.qweight.data_ptr(), version)
+        cache = self.__dict__.get("_packed_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, fbgemm_pack(self.qweight))
+            self.__dict__["_packed_cache"] = cache
+        return cache[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        xq, s_x = self.quantize_input(x2)
+        if self.mode == "int":
+            acc = int8_matmul(xq, self.qweight, packed=self._fbgemm_packed(xq.shape[0]))
+            y = acc.float().mul_(s_x).mul_(self.weight_scale)
+        else:
+            y = (xq.float() * s_x) @ self.dequantize_weight().t()
+        if self.bias is not None:
+            y = y.add_(self.bias.float())
+        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    def to_float(self, dtype: torch.dtype | None = None) -> nn.Module:
+        """An ``nn.Linear`` (or ``Conv1D``) holding the dequantized weight (activations then unquantized)."""
+        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
+        W = self.dequantize_weight().to(dtype)
+        if self.float_class == "Conv1D":
+            assert Conv1D is not None
+            m: nn.Module = Conv1D(self.out_features, self.in_features)
+            m.weight = nn.Parameter(W.t().contiguous(), requires_grad=False)
+        else:
+            m = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+            m.weight = nn.Parameter(W, requires_grad=False)
+        if self.bias is not None:
+            m.bias = nn.Parameter(self.bias.detach().to(dtype).clone(), requires_grad=False)
+        elif self.float_class == "Conv1D":
+            m.bias = None
+        return m
+
+    def footprint_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, W8A8 act={self.act}, "
+                f"mode={self.mode}, bias={self.bias is not None}")

@@ -1,0 +1,70 @@
+"""Layer-level speed of LLM.int8() against float32 ``nn.Linear``, side by side in one run.
+
+For SmolLM2-135M's layer shapes (512 tokens; 576->576 q/o, 576->192 k/v, 576->1536 gate/up,
+1536->576 down) and a large one, times (median of ``--repeats``, interleaved) the float32
+``nn.Linear`` and ``Int8OutlierLinear`` in its variants: dynamic and static outlier
+decomposition (``--outliers`` columns scaled past the threshold, as SmolLM2's activations
+have), vector-wise without decomposition, and per-tensor. Prints ms and speed-up ratios.
+
+    python scripts/bench_llm_int8.py [--tokens 512] [--repeats 20] [--outliers 8]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+from torch import nn
+
+SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (4096, 4096)]
+
+
+def timeit(fn, x, repeats: int) -> float:
+    for _ in range(3):
+        fn(x)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x)
+        out.append(time.perf_counter() - t)
+    return statistics.median(out) * 1e3
+
+
+@torch.inference_mode()
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--outliers", type=int, default=8, help="input columns with |x| > threshold")
+    args = p.parse_args()
+    from ptq.modules.llm_int8_linear import Int8OutlierLinear
+
+    torch.manual_seed(0)
+    print(f"{torch.get_num_threads()} threads, {args.tokens} tokens, {args.outliers} outlier columns, "
+          f"median of {args.repeats} (ms; ratio = float32 time / int8 time)")
+    print("| in -> out | fp32 Linear | LLM.int8 dynamic | LLM.int8 static | vector-wise | per-tensor |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k, n in SHAPES:
+        layer = nn.Linear(k, n)
+        x = torch.randn(args.tokens, k)
+        cols = torch.randperm(k)[: args.outliers]
+        x[:, cols] *= 20
+        variants = {
+            "dynamic": Int8OutlierLinear.from_float(layer),
+            "static": Int8OutlierLinear.from_float(layer, mode="static", outlier_idx=cols),
+            "vector": Int8OutlierLinear.from_float(layer, threshold=math.inf),
+            "tensor": Int8OutlierLinear.from_float(layer, threshold=math.inf, granularity="tensor"),
+        }
+        repeats = max(3, args.repeats // 4) if k * n > 4e6 else args.repeats
+        t_float = timeit(layer, x, repeats)
+        cells = [f"{t_float:.2f}"]
+        for m in variants.values():
+            t = timeit(m, x, repeats)
+            cells.append(f"{t:.2f} ({t_float / t:.2f}x)")
+        print(f"| {k} -> {n} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

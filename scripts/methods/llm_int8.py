@@ -1,0 +1,23 @@
+"""``--method llm-int8``: LLM.int8() vector-wise int8 with outlier decomposition."""
+from __future__ import annotations
+
+import argparse
+
+from calibration.recipes import Recipe
+from calibration.recipes.llm_int8 import LLMInt8Step
+
+NAME = "llm-int8"
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--threshold", type=float, default=6.0,
+                       help="outlier threshold on |x| (default 6.0; inf = absmax vector-wise int8, no decomposition)")
+    group.add_argument("--mode", default="dynamic", choices=["dynamic", "static"],
+                       help="dynamic: outlier columns per batch; static: fixed from calibration (default dynamic)")
+    group.add_argument("--int8-granularity", default="vector", choices=["vector", "tensor"],
+                       help="vector: per token / per output row scales; tensor: naive per-tensor absmax (default vector)")
+
+
+def build_recipe(args: argparse.Namespace) -> Recipe:
+    return Recipe([LLMInt8Step(threshold=args.threshold, mode=args.mode, granularity=args.int8_granularity,
+                               compute=args.compute)])

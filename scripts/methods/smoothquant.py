@@ -1,0 +1,41 @@
+"""``--method smoothquant``: SmoothQuant smoothing, then W8A8 (default), RTN or GPTQ weights (``--then``)."""
+from __future__ import annotations
+
+import argparse
+
+from calibration.recipes import Recipe, SmoothQuantStep
+from scripts.methods.gptq import gptq_step
+from scripts.methods.rtn import weight_step
+from scripts.methods.w8a8 import w8a8_step
+
+NAME = "smoothquant"
+
+
+def alpha_arg(text: str) -> float | str:
+    """``auto`` or a number from 0 to 1."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alpha must be a number from 0 to 1 or 'auto', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--alpha must be from 0 to 1, got {value}")
+    return value
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--alpha", type=alpha_arg, default=0.5,
+                       help="SmoothQuant migration strength 0..1, or 'auto' (per-block grid search; default 0.5)")
+    group.add_argument("--no-prev-linear", dest="prev_linear", action="store_false",
+                       help="smooth only norm -> linear groups, not the linear -> linear pairs (v -> o, up -> down) "
+                            "where the path allows them (smoothing them is the default)")
+    group.add_argument("--then", default="w8a8", choices=["w8a8", "rtn", "gptq"],
+                       help="what quantizes the smoothed model: W8A8 (--act, --act-observer), or weight-only "
+                            "RTN / GPTQ with the shared weight flags (default w8a8)")
+
+
+def build_recipe(args: argparse.Namespace) -> Recipe:
+    smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=args.act)
+    then = {"w8a8": w8a8_step, "rtn": weight_step, "gptq": gptq_step}[args.then](args)
+    return Recipe([smooth, then])

@@ -1,0 +1,71 @@
+"""Recipe steps ``smoothquant`` and ``w8a8`` through ``quantize_model`` on a tiny Llama."""
+import pytest
+import torch
+
+from calibration.recipes import Recipe, SmoothQuantStep, W8A8Step, make_step
+from calibration.runner import quantize_model
+from ptq.modules.w8a8_linear import W8A8Linear
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices: one intra-op thread (two threads on a loaded 2-core host cost ms per op)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_smoothquant_alone_keeps_the_model(tiny_model, tiny_segments) -> None:
+    model = tiny_model("llama", 2)
+    ids = tiny_segments(2, 16, seed=1)
+    ref = _logits(model, ids)
+    res = quantize_model(model, Recipe([SmoothQuantStep(alpha=0.5, prev_linear=True)]), tiny_segments(4, 16),
+                         batch_size=2, progress=False)
+    torch.testing.assert_close(_logits(model, ids), ref, rtol=1e-4, atol=1e-4)
+    summary = res.steps[0]
+    assert summary["alphas"] == {0: 0.5, 1: 0.5}
+    assert "self_attn.o_proj" in summary["unsmoothed"]
+    assert res.records["model.layers.0.mlp.down_proj"].info["smoothquant"]["source"] == "mlp.up_proj"
+
+
+@pytest.mark.parametrize("act", ["per-token", "static"])
+def test_smoothquant_auto_then_w8a8(act: str, tiny_model, tiny_segments) -> None:
+    model = tiny_model("llama", 2)
+    ids = tiny_segments(2, 16, seed=1)
+    ref = _logits(model, ids)
+    recipe = Recipe([SmoothQuantStep(alpha="auto", act=act), W8A8Step(act=act, act_observer="minmax")])
+    res = quantize_model(model, recipe, tiny_segments(4, 16), batch_size=2, progress=False)
+    swapped = [m for m in model.modules() if isinstance(m, W8A8Linear)]
+    assert len(swapped) == 14 and all(m.act == act for m in swapped)
+    out = _logits(model, ids)
+    assert float((out - ref).norm() / ref.norm()) < 0.05
+    alphas = res.steps[0]["alphas"]
+    assert set(alphas) == {0, 1} and all(a in [round(0.1 * i, 1) for i in range(11)] for a in alphas.values())
+    rec = res.records["model.layers.1.self_attn.q_proj"].to_json()
+    assert rec["method"] == "w8a8" and rec["smoothquant"]["alpha"] == alphas[1]
+    assert res.steps[0]["search_mse"][0][str(alphas[0])] == min(res.steps[0]["search_mse"][0].values())
+
+
+def test_smoothquant_then_gptq(tiny_model, tiny_segments) -> None:
+    model = tiny_model("llama", 1)
+    recipe = Recipe.from_list([{"step": "smoothquant", "alpha": 0.5}, {"step": "gptq", "bits": 8}])
+    res = quantize_model(model, recipe, tiny_segments(4, 16), batch_size=2, progress=False)
+    assert res.records["model.layers.0.self_attn.q_proj"].method == "gptq"
+    assert res.steps[0]["alphas"] == {0: 0.5}
+
+
+def test_bad_arguments() -> None:
+    for bad in (1.5, -0.1, "best"):
+        with pytest.raises(ValueError, match="alpha"):
+            make_step("smoothquant", alpha=bad)
+    with pytest.raises(ValueError, match="act"):
+        make_step("w8a8", act="token")
+    with pytest.raises(ValueError, match="observer"):
+        make_step("w8a8", act="static", act_observer="absmax-per-channel")
+    assert not W8A8Step().needs_calibration_data and W8A8Step(act="static").needs_calibration_data

@@ -1,0 +1,34 @@
+"""``--method smoothquant`` / ``--method w8a8`` flags build the expected recipes (no model loaded)."""
+import argparse
+
+import pytest
+
+from scripts.commands import quantize
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    quantize.add_arguments(p)
+    return p.parse_args(["some-model", "--output", "unused-dir", *argv])
+
+
+def test_smoothquant_auto_static() -> None:
+    recipe = quantize.build_recipe(_args("--method", "smoothquant", "--alpha", "auto", "--act", "static",
+                                         "--act-observer", "percentile"))
+    sq, w = recipe.to_list()
+    assert sq["step"] == "smoothquant" and sq["alpha"] == "auto" and sq["act"] == "static"
+    assert w["step"] == "w8a8" and w["act"] == "static" and w["act_observer"] == "percentile"
+
+
+def test_smoothquant_then_gptq_and_naive_w8a8() -> None:
+    sq, g = quantize.build_recipe(_args("--method", "smoothquant", "--alpha", "0.7", "--then", "gptq",
+                                        "--bits", "8")).to_list()
+    assert sq["alpha"] == 0.7 and g["step"] == "gptq" and g["bits"] == 8
+    (w,) = quantize.build_recipe(_args("--method", "w8a8")).to_list()
+    assert w["step"] == "w8a8" and w["act"] == "per-token" and w["mode"] == "int"
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-1", "best"])
+def test_bad_alpha(bad: str) -> None:
+    with pytest.raises(SystemExit):
+        _args("--method", "smoothquant", "--alpha", bad)

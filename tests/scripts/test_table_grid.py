@@ -1,0 +1,132 @@
+"""``ptq table``: a tiny grid end to end, resuming after an interruption, presets through local stand-ins."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from evaluations.results_store import ResultsStore
+from scripts.cli import main
+from scripts.grid import load_config, plan_cells, render, run_grid
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    paths = []
+    for k in range(2):
+        path = folder / f"corpus{k}.txt"
+        paras = [f"Paragraph {i}. " + " ".join(f"word{(i * 7 + j * (k + 1)) % 97}" for j in range(120))
+                 for i in range(30)]
+        path.write_text("\n\n".join(paras))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def config_file(tmp_path, model_dir, corpora):
+    path = tmp_path / "tiny.toml"
+    path.write_text(f"""
+name = "tiny"
+baseline = "fp32"
+models = [{{label = "tiny", id = "{model_dir}"}}]
+datasets = [{{label = "a", source = "{corpora[0]}"}}, {{label = "b", source = "{corpora[1]}"}}]
+[calibration]
+source = "{corpora[0]}"
+nsamples = 4
+seqlen = 32
+seeds = [0, 1]
+batch_size = 4
+[eval]
+seqlen = 32
+max_windows = 3
+[[methods]]
+label = "fp32"
+[[methods]]
+label = "fp16"
+dtype = "float16"
+[[methods]]
+label = "RTN W4 g32"
+steps = [{{step = "rtn", bits = 4, granularity = "group", group_size = 32}}]
+[[methods]]
+label = "GPTQ W3 g32"
+steps = [{{step = "gptq", bits = 3, granularity = "group", group_size = 32}}]
+""")
+    return path
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_grid_resumes_to_the_same_table(config_file, tmp_path):
+    cfg = load_config(config_file)
+    n_cells = len(plan_cells(cfg))
+    assert n_cells == 2 * 3 + 2 * 2  # GPTQ repeats over 2 seeds; the others run once
+    store = ResultsStore(tmp_path / "interrupted.jsonl")
+
+    def stop_after_3(record, seen=[]):  # noqa: B006 - a counter
+        seen.append(record["key"])
+        if len(seen) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_grid(cfg, store, on_cell=stop_after_3)
+    assert len(store.done_keys()) == 3
+    computed = []
+    counts = run_grid(cfg, store, on_cell=lambda r: computed.append(r["key"]))
+    assert counts == {"computed": n_cells - 3, "skipped": 3} and len(computed) == n_cells - 3
+    assert run_grid(cfg, store) == {"computed": 0, "skipped": n_cells}
+
+    fresh = ResultsStore(tmp_path / "fresh.jsonl")
+    run_grid(cfg, fresh)
+    resumed, clean = render(cfg, store, tmp_path / "out", delta=True), render(cfg, fresh, delta=True)
+    assert resumed.markdown == clean.markdown and resumed.missing == 0
+    assert " ± " in resumed.markdown  # GPTQ over 2 seeds
+    assert {p.name for p in resumed.files.values()} == {"table.md", "table.csv", "table.tex", "ppl_vs_bits.png"}
+    rec = next(r for r in store.records() if r["method"] == "GPTQ W3 g32")
+    for field in ("ppl", "tokens", "seconds", "footprint", "quantize_s", "peak_rss_mb", "versions", "recipe"):
+        assert rec[field] is not None, field
+    assert rec["recipe"][0]["blocksize"] == 128  # resolved: defaults spelled out
+
+
+def test_cli_table(config_file, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["table", str(config_file), "--out", str(out), "--quiet", "--delta"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("| method | tiny a | tiny a Δ |") and "10 cells computed" in stdout
+    assert (out / "results.jsonl").is_file() and (out / "table.tex").is_file()
+    assert main(["table", str(config_file), "--out", str(out), "--quiet"]) == 0
+    assert "0 cells computed, 10 reused" in capsys.readouterr().out
+
+
+def test_gptq_paper_offline_says_it_needs_the_hub(monkeypatch, tmp_path, capsys):
+    from calibration import hub_access
+
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda: False)
+    assert main(["table", "gptq-paper", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the Hugging Face hub" in err and "facebook/opt-125m" in err and "wikitext2" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_gptq_paper_preset_on_local_stand_ins(model_dir, corpora, monkeypatch, tmp_path):
+    from calibration import hub_access
+
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda: False)
+    cfg = load_config("gptq-paper").with_overrides(
+        models={"OPT-125M": str(model_dir)}, datasets={"wikitext2": str(corpora[0]), "ptb": str(corpora[1]),
+                                                       "c4": str(corpora[0])}, calib=str(corpora[1]))
+    cfg = dataclasses.replace(cfg, models=cfg.models[:1],
+                              calibration=dataclasses.replace(cfg.calibration, nsamples=4, seqlen=32),
+                              eval=dataclasses.replace(cfg.eval, seqlen=32, max_windows=2))
+    store = ResultsStore(tmp_path / "r.jsonl")
+    assert run_grid(cfg, store)["computed"] == 5 * 3
+    md = render(cfg, store, tmp_path / "out").markdown
+    assert "OPT-125M wikitext2 (paper)" in md.splitlines()[0]
+    assert "| GPTQ W3 |" in md and "| 53.85 |" in md
