@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed_matmul, dequantize_weight, outlier_columns
-from ptq.modules.quant_linear import Conv1D, weight_2d
+from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
 MODES = ("dynamic", "static")
@@ -121,17 +121,7 @@ class Int8OutlierLinear(nn.Module):
         return W
 
     def to_float(self, dtype: torch.dtype | None = None) -> nn.Module:
-        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
-        W = self.dequantized_weight().to(dtype)
-        if self.float_class == "Conv1D":
-            m = Conv1D(self.out_features, self.in_features)
-            m.weight.data = W.t().contiguous()
-        else:
-            m = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, dtype=dtype)
-            m.weight.data = W
-        if self.bias is not None:
-            m.bias.data = self.bias.detach().clone()
-        return m
+        return float_linear(self.dequantized_weight(), self.bias, self.float_class, dtype)
 
     def quant_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "threshold": self.threshold if math.isfinite(self.threshold) else "inf",

@@ -46,6 +46,27 @@ except ImportError:  # pragma: no cover
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
+def float_linear(W: torch.Tensor, bias: torch.Tensor | None, float_class: str = "Linear",
+                 dtype: torch.dtype | None = None) -> nn.Module:
+    """An ``nn.Linear`` (or ``Conv1D``) holding the ``[out, in]`` weight ``W`` and ``bias``, in
+    ``dtype`` (default: the bias's dtype, else float32): what quantized modules' ``to_float`` return."""
+    dtype = dtype or (bias.dtype if bias is not None else torch.float32)
+    W = W.to(dtype)
+    out_features, in_features = W.shape
+    if float_class == "Conv1D":
+        assert Conv1D is not None
+        m: nn.Module = Conv1D(out_features, in_features)
+        m.weight = nn.Parameter(W.t().contiguous(), requires_grad=False)
+    else:
+        m = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+        m.weight = nn.Parameter(W, requires_grad=False)
+    if bias is not None:
+        m.bias = nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=False)
+    elif float_class == "Conv1D":
+        m.bias = None  # Conv1D always makes one
+    return m
+
+
 def weight_2d(module: nn.Module) -> torch.Tensor:
     """The weight of an ``nn.Linear`` or ``Conv1D`` as ``[out_features, in_features]``."""
     w = module.weight
@@ -251,20 +272,7 @@ class QuantLinear(nn.Module):
 
     def to_float(self, dtype: torch.dtype | None = None) -> nn.Module:
         """An ``nn.Linear`` (or ``Conv1D``) holding the dequantized weight."""
-        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
-        W = self.dequantize_weight().to(dtype)
-        if self.float_class == "Conv1D":
-            assert Conv1D is not None
-            m: nn.Module = Conv1D(self.out_features, self.in_features)
-            m.weight = nn.Parameter(W.t().contiguous(), requires_grad=False)
-        else:
-            m = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-            m.weight = nn.Parameter(W, requires_grad=False)
-        if self.bias is not None:
-            m.bias = nn.Parameter(self.bias.detach().to(dtype).clone(), requires_grad=False)
-        elif self.float_class == "Conv1D":
-            m.bias = None  # Conv1D always makes one
-        return m
+        return float_linear(self.dequantize_weight(), self.bias, self.float_class, dtype)
 
     def footprint_bytes(self) -> int:
         """Bytes of the stored tensors (codes, scales, zeros, g_idx, bias)."""

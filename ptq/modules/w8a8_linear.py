@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ptq.kernels import fbgemm_pack, int8_matmul, int_mm_supported
-from ptq.modules.quant_linear import Conv1D
+from ptq.modules.quant_linear import Conv1D, float_linear
 from ptq.modules.swap import register_qmodule
 
 ActMode = Literal["per-token", "static"]
@@ -172,20 +172,7 @@ class W8A8Linear(nn.Module):
 
     def to_float(self, dtype: torch.dtype | None = None) -> nn.Module:
         """An ``nn.Linear`` (or ``Conv1D``) holding the dequantized weight (activations then unquantized)."""
-        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
-        W = self.dequantize_weight().to(dtype)
-        if self.float_class == "Conv1D":
-            assert Conv1D is not None
-            m: nn.Module = Conv1D(self.out_features, self.in_features)
-            m.weight = nn.Parameter(W.t().contiguous(), requires_grad=False)
-        else:
-            m = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-            m.weight = nn.Parameter(W, requires_grad=False)
-        if self.bias is not None:
-            m.bias = nn.Parameter(self.bias.detach().to(dtype).clone(), requires_grad=False)
-        elif self.float_class == "Conv1D":
-            m.bias = None
-        return m
+        return float_linear(self.dequantize_weight(), self.bias, self.float_class, dtype)
 
     def footprint_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
