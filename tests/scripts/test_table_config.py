@@ -59,3 +59,14 @@ def test_overrides_by_label():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="neither a config file nor a preset"):
         load_config("no-such-preset")
+
+
+@pytest.mark.parametrize("name", ["offline", "gptq-ablation", "llm-int8", "smoothquant"])
+def test_every_offline_preset_builds_its_recipes(name):
+    from calibration.recipes import Recipe
+
+    cfg = load_config(name)
+    assert cfg.models[0].id == "smollm2-135m" and cfg.baseline == "fp32"
+    for method in cfg.methods:
+        if method.steps:
+            Recipe.from_list([dict(s) for s in method.steps])  # every step and argument is known
