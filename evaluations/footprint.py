@@ -92,6 +92,7 @@ def footprint(model: nn.Module, quantized: Mapping[str, QuantSpec] | None = None
             n = int(module.in_features) * int(module.out_features)
             b = int(module.footprint_bytes())
             total, params, q_params, q_bytes = total + b, params + n, q_params + n, q_bytes + b
+            quantized.pop(name, None)  # already packed: its stored bytes are what counts
             for t in module.buffers():
                 seen.add(storage_key(t))
             continue

@@ -64,6 +64,17 @@ def windows(n_tokens: int, seqlen: int, stride: int | None = None, max_windows: 
     return out
 
 
+NLL_ROWS = 128  # rows of logits per cross-entropy call: keeps log-softmax in cache (4x faster than whole)
+
+
+def window_nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed NLL (nats) of ``targets [T]`` under ``logits [T, V]``, in float32, in row chunks."""
+    total = 0.0
+    for i in range(0, logits.shape[0], NLL_ROWS):
+        total += float(F.cross_entropy(logits[i:i + NLL_ROWS].float(), targets[i:i + NLL_ROWS], reduction="sum"))
+    return total
+
+
 @torch.inference_mode()
 def perplexity_from_ids(
     model: nn.Module,
@@ -91,8 +102,7 @@ def perplexity_from_ids(
         logits = model(input_ids=batch, use_cache=False).logits
         for row, (begin, first) in enumerate(chunk):
             k = first - begin  # first scored position inside the window (>= 1)
-            pred = logits[row, k - 1:seqlen - 1].float()
-            nll_sum += float(F.cross_entropy(pred, batch[row, k:], reduction="sum"))
+            nll_sum += window_nll(logits[row, k - 1:seqlen - 1], batch[row, k:])
             scored += seqlen - k
         del logits
         if bar is not None:

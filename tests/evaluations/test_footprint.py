@@ -49,3 +49,15 @@ def test_gpt2_conv1d_shapes(tiny_model):
     fp = footprint(model, {"transformer.h.0.mlp.c_fc": spec})
     w = dict(model.named_modules())["transformer.h.0.mlp.c_fc"].weight  # [in 64, out 128]
     assert fp.quantized_bytes == packed_weight_bytes(w.shape[1], w.shape[0], spec)
+
+
+def test_swapped_modules_count_their_stored_bytes_even_when_named(tiny_model):
+    from ptq.modules.llm_int8_linear import Int8OutlierLinear
+    from ptq.modules.swap import set_submodule
+
+    model = tiny_model("llama")
+    name = "model.layers.0.mlp.down_proj"
+    q = Int8OutlierLinear.from_float(model.get_submodule(name))
+    set_submodule(model, name, q)
+    fp = footprint(model, {name: QuantSpec(bits=8, symmetric=True)})
+    assert fp.quantized_bytes == q.footprint_bytes()
