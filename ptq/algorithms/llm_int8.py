@@ -33,9 +33,13 @@ def absmax_quantize(x: torch.Tensor, dim: int | None = -1) -> tuple[torch.Tensor
     """Symmetric int8 codes and float32 scales ``absmax / 127`` (per slice along ``dim``, or
     per tensor with ``dim=None``); an all-zero slice gets scale 1 (codes 0)."""
     x = x.float()
-    a = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    if dim is None:
+        lo, hi = torch.aminmax(x)
+    else:
+        lo, hi = torch.aminmax(x, dim=dim, keepdim=True)
+    a = torch.maximum(-lo, hi)
     scale = torch.where(a > 0, a / QMAX, torch.ones_like(a))
-    return torch.round(x / scale).clamp_(-QMAX, QMAX).to(torch.int8), scale
+    return torch.mul(x, 1.0 / scale).round_().clamp_(-QMAX, QMAX).to(torch.int8), scale
 
 
 def outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -43,7 +47,8 @@ def outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
     check_threshold(threshold)
     if math.isinf(threshold):
         return torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
-    return (x.abs() >= threshold).any(dim=0)
+    lo, hi = torch.aminmax(x, dim=0)
+    return (hi >= threshold) | (lo <= -threshold)
 
 
 def check_threshold(threshold: float) -> None:
