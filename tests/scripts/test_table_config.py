@@ -16,7 +16,7 @@ def test_presets_ship_and_load():
     assert {"offline", "gptq-paper"} <= set(available_presets())
     off = load_config("offline")
     assert [m.label for m in off.methods][:3] == ["fp32", "bf16", "fp16"]
-    assert "GPTQ W3 g64" in [m.label for m in off.methods] and off.eval.max_windows == 40
+    assert "GPTQ W3 g64 act-order" in [m.label for m in off.methods] and off.eval.max_windows == 40
     paper = load_config("gptq-paper")
     assert paper.calibration.seqlen == 2048 and paper.published["numbers"]["GPTQ W3"]["OPT-125M"]["wikitext2"] == 53.85
 
