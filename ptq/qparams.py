@@ -65,6 +65,11 @@ def compute_qparams(
     # A constant value c: scale |c| puts it exactly on the grid, one code away from the zero
     # point (code 1 with zero 0 for c > 0, code 0 with zero 1 for c < 0).
     scale = torch.where(constant, c.abs(), scale)
+    if spec.scale_dtype == "float16":  # a float16 value, so that float16 storage is lossless
+        scale = scale.clamp(min=2.0**-24, max=65504.0).half().float()
+        if not spec.symmetric:
+            zero = torch.round(-xmin / scale)
+            zero = zero.clamp(0, maxq) if spec.include_zero else zero
     if not spec.symmetric:
         zero = torch.where(constant, (c < 0).float(), zero)
     return scale, zero

@@ -30,6 +30,9 @@ class QuantSpec:
         group_size: columns per group; only with ``granularity="group"``.
         include_zero: stretch ``[min, max]`` to contain 0 (the GPTQ reference grid and
             ``torch.ao`` observers do), so that 0 is exactly representable.
+        scale_dtype: ``"float32"``, or ``"float16"`` to round every scale to a float16 value
+            (computed in float32 all the same), so that checkpoints store float16 scales
+            losslessly, as the GPTQ format does.
     """
 
     bits: int = 4
@@ -37,8 +40,11 @@ class QuantSpec:
     granularity: Granularity = "channel"
     group_size: int | None = None
     include_zero: bool = True
+    scale_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.scale_dtype not in ("float32", "float16"):
+            raise ValueError(f"scale_dtype must be float32 or float16, got {self.scale_dtype!r}")
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
             raise ValueError(f"bits must be an integer from 2 to 8, got {self.bits!r}")
         if not 2 <= self.bits <= 8:

@@ -123,6 +123,7 @@ class GPTQStep(Step):
     group_size: int | None = None
     symmetric: bool = False
     include_zero: bool = True
+    scale_dtype: str = "float16"
     blocksize: int = 128
     damp: float = 0.01
     act_order: bool = False
@@ -134,7 +135,7 @@ class GPTQStep(Step):
     def __post_init__(self) -> None:
         self.spec = QuantSpec(
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
-            group_size=self.group_size, include_zero=self.include_zero,
+            group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
         )
         if self.hessian_dtype not in HESSIAN_DTYPES:
             raise ValueError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")

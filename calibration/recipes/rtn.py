@@ -20,6 +20,8 @@ class RTNStep(Step):
 
     Args:
         bits, granularity, group_size, symmetric, include_zero: the :class:`ptq.QuantSpec`.
+        scale_dtype: ``float16`` (default) rounds scales to float16 values, so packed
+            checkpoints store them losslessly in 2 bytes; ``float32`` keeps them exact.
         observer: how the range of each ``(scale, zero)`` unit is chosen: ``minmax``,
             ``percentile`` or ``mse`` (any registered observer), fed the weight itself.
         observer_args: keyword arguments of the observer (e.g. ``{"percentile": 99.9}``).
@@ -30,6 +32,7 @@ class RTNStep(Step):
     group_size: int | None = None
     symmetric: bool = False
     include_zero: bool = True
+    scale_dtype: str = "float16"
     observer: str = "minmax"
     observer_args: dict[str, Any] = field(default_factory=dict)
 
@@ -38,7 +41,7 @@ class RTNStep(Step):
     def __post_init__(self) -> None:
         self.spec = QuantSpec(
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
-            group_size=self.group_size, include_zero=self.include_zero,
+            group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
         )
         if self.observer not in OBSERVERS:
             raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")

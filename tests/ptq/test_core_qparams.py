@@ -253,3 +253,16 @@ def test_8bit_codes_match_torch_quantize_per_channel():
     assert torch.equal(quantize(x, scale, zero, spec), ref.int_repr())
     assert math.isclose(float((dequantize(quantize(x, scale, zero, spec), scale, zero, spec)
                                - ref.dequantize()).abs().max()), 0.0, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_float16_scales_are_float16_values_and_grid_still_covers(symmetric):
+    torch.manual_seed(0)
+    x = torch.randn(16, 64) * 0.03
+    spec = QuantSpec(bits=4, symmetric=symmetric, granularity="group", group_size=32, scale_dtype="float16")
+    scale, zero = minmax_qparams(x, spec)
+    assert torch.equal(scale, scale.half().float())
+    ref, _ = minmax_qparams(x, QuantSpec(bits=4, symmetric=symmetric, granularity="group", group_size=32))
+    assert torch.allclose(scale, ref, rtol=1e-3)
+    with pytest.raises(ValueError, match="scale_dtype must be float32 or float16"):
+        QuantSpec(scale_dtype="bfloat16")

@@ -101,7 +101,7 @@ def test_check_shape_is_noop_without_groups(granularity):
 @settings(max_examples=60, deadline=None)
 def test_to_dict_from_dict_round_trip(spec):
     d = spec.to_dict()
-    assert set(d) == {"bits", "symmetric", "granularity", "group_size", "include_zero"}
+    assert set(d) == {"bits", "symmetric", "granularity", "group_size", "include_zero", "scale_dtype"}
     assert QuantSpec.from_dict(d) == spec
     assert QuantSpec.from_dict(json.loads(json.dumps(d))) == spec  # survives a JSON config file
     assert hash(QuantSpec.from_dict(d)) == hash(spec)
