@@ -31,7 +31,7 @@ def test_caught_inputs_replay_the_model(tiny_model, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rtn_step_equals_rtn_on_each_layer(tiny_model, arch):
     model = tiny_model(arch)
-    spec = QuantSpec(bits=4, granularity="group", group_size=32)
+    spec = QuantSpec(bits=4, granularity="group", group_size=32, scale_dtype="float16")  # the step's default
     prefix, blocks = find_decoder_blocks(model)
     expected = {}
     for i, block in enumerate(blocks):
