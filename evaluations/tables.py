@@ -39,6 +39,8 @@ class Table:
     values: dict[Cell, Stat] = field(default_factory=dict)
     baseline: str | None = None
     published: dict[Cell, float] = field(default_factory=dict)
+    #: per method (first model that has it): weights MiB, bits per weight, quantization seconds
+    footprint: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[tuple[str, str]]:
@@ -56,13 +58,18 @@ def build_table(records: Iterable[Mapping[str, Any]], methods: list[str], models
     ``published``: ``{method: {model: {dataset: ppl}}}`` (the ``numbers`` of a published file).
     """
     groups: dict[Cell, list[float]] = {}
+    footprints: dict[str, tuple[float, float, float]] = {}
     for rec in records:
         cell = (rec["method"], rec["model"], rec["dataset"])
         groups.setdefault(cell, []).append(float(rec["ppl"]))
+        fp = rec.get("footprint") or {}
+        if rec["method"] not in footprints and fp.get("total_bytes") and (not models or rec["model"] == models[0]):
+            footprints[rec["method"]] = (fp["total_bytes"] / 2**20, float(rec.get("bits_per_weight") or 0),
+                                         float(rec.get("quantize_s") or 0))
     pub = {(meth, mod, ds): float(v) for meth, by_model in (published or {}).items()
            for mod, by_ds in by_model.items() for ds, v in by_ds.items()}
     return Table(list(methods), list(models), list(datasets), {c: Stat.of(v) for c, v in groups.items()},
-                 baseline, pub)
+                 baseline, pub, footprints)
 
 
 def fmt(value: float | None, signed: bool = False) -> str:
@@ -111,9 +118,13 @@ def to_markdown(table: Table, delta: bool = False, published: bool = False) -> s
     """A GitHub Markdown table (``±`` for repeats)."""
     cols = _header_cells(table, delta, published)
     head = ["method"] + [f"{m} {d}{_KIND_SUFFIX[k]}" for m, d, k in cols]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols)]
+    extra = ["weights (MiB)", "bits/weight", "quant. s"] if table.footprint else []
+    lines = ["| " + " | ".join(head + extra) + " |", "|---|" + "---:|" * (len(cols) + len(extra))]
     for method in table.methods:
         cells = [_cell_text(table, method, m, d, k, " ± ") for m, d, k in cols]
+        if extra:
+            fp = table.footprint.get(method)
+            cells += [f"{fp[0]:.1f}", f"{fp[1]:.2f}", f"{fp[2]:.0f}"] if fp else ["", "", ""]
         lines.append("| " + " | ".join([method] + cells) + " |")
     return "\n".join(lines) + "\n"
 
