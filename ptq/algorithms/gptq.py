@@ -55,12 +55,7 @@ SUB = 16  # columns per sub-block of the inner loop (speed only)
 
 def qparams_function(mse: bool) -> QParamsFn:
     """Min-max qparams, or GPTQ's ``mse`` grid search (:func:`ptq.qparams.mse_qparams`)."""
-    if not mse:
-        return _qparams.minmax_qparams
-    fn = getattr(_qparams, "mse_qparams", None)
-    if fn is None:  # pragma: no cover - until ptq.qparams provides it
-        raise NotImplementedError("mse=True needs ptq.qparams.mse_qparams")
-    return fn
+    return _qparams.mse_qparams if mse else _qparams.minmax_qparams
 
 
 def inverse_cholesky(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, float] | None:

@@ -209,7 +209,6 @@ def test_hessian_accumulator_running_mean_triangle_merge():
     assert c.nsamples == 1400
 
 
-@pytest.mark.skipif(not hasattr(qparams_module, "mse_qparams"), reason="ptq.qparams.mse_qparams not available yet")
 def test_mse_grid_search_option():
     X, W, H = correlated_layer()
     spec = QuantSpec(bits=3, granularity="group", group_size=16)
