@@ -85,3 +85,12 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     LlamaForCausalLM(cfg).save_pretrained(path)
     smol_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one intra-op thread (two threads on a loaded 2-core host cost ms per op)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,13 +7,7 @@ from calibration.runner import quantize_model
 from ptq.modules.w8a8_linear import W8A8Linear
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread (two threads on a loaded 2-core host cost ms per op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:

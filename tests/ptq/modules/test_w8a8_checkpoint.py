@@ -8,12 +8,7 @@ from ptq.checkpoint import load_quantized, save_quantized
 from ptq.modules.w8a8_linear import W8A8Linear
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch,act", [("llama", "static"), ("gpt2", "per-token")])

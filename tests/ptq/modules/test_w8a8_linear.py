@@ -8,13 +8,7 @@ from ptq.modules.swap import qmodule_entry, to_float
 from ptq.modules.w8a8_linear import W8A8Linear
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread (two threads on a loaded 2-core host cost ms per op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(conv: bool = False) -> nn.Module:
