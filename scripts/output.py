@@ -1,14 +1,14 @@
 """Write an output folder atomically: everything goes to a temporary sibling, renamed at the end."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from scripts.errors import UsageError
+from ptq.checkpoint import files
 from ptq.jsonable import json_default
 
 
@@ -33,29 +33,7 @@ def check_output(path: str | Path, overwrite: bool, needed_bytes: int = 0) -> Pa
     return path
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces ``path``, on failure it is removed."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise UsageError(f"output folder {path} appeared while writing; pass --overwrite to replace it")
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
+atomic_folder = files.atomic_folder  # write to a temporary sibling, rename on success (one implementation)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -39,6 +39,9 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if directory.exists():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(f"{directory} appeared while writing; pass overwrite to replace it")
         old = directory.parent / f".{directory.name}.old-{os.getpid()}"
         directory.rename(old)
         tmp.rename(directory)
