@@ -9,6 +9,7 @@ each quantized block) and the peak RSS.
     python scripts/bench_gptq.py --random-weights      # same shapes, random weights and tokens
     python scripts/bench_gptq.py --tiny                # a 2-block toy, seconds
     python scripts/bench_gptq.py --num-layers 4        # first 4 blocks only (a quick estimate)
+    python scripts/bench_gptq.py --autocast bfloat16   # forward passes in bfloat16 (weights, H in float32)
 """
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ def main() -> None:
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
+                    help="calibration forward passes under torch.autocast (default: float32)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     if args.tiny:
@@ -93,7 +96,8 @@ def main() -> None:
     step = GPTQStep(bits=args.bits, granularity="group" if args.group_size else "channel",
                     group_size=args.group_size or None, act_order=args.act_order, static_groups=args.static_groups,
                     true_sequential=args.true_sequential, hessian_dtype=args.hessian_dtype)
-    result = quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=False)
+    result = quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=False,
+                            autocast=args.autocast)
     s = result.steps[0]["seconds"]
     total = result.timings["quantize"]
     phases = {
@@ -106,7 +110,8 @@ def main() -> None:
     }
     phases["block re-run + runner"] = total - sum(phases.values())
     print(f"GPTQ {step.spec.describe()}{' act-order' if args.act_order else ''}"
-          f"{' static-groups' if args.static_groups else ''}{' true-sequential' if args.true_sequential else ''}; "
+          f"{' static-groups' if args.static_groups else ''}{' true-sequential' if args.true_sequential else ''}"
+          f"{f'; forward passes under {args.autocast} autocast' if args.autocast else ''}; "
           f"{what}; {tuple(segments.shape)[0]} x {tuple(segments.shape)[1]} tokens, batch {args.batch_size}")
     print("| phase | seconds | share |\n|---|---:|---:|")
     for name, sec in phases.items():

@@ -25,7 +25,6 @@ from torch import nn
 
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import Step, check_spec_fits, register_step
-from calibration.runner.block_inputs import BlockInputs
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.gptq import gptq, qparams_function
 from ptq.algorithms.hessian import HessianAccumulator
@@ -171,7 +170,7 @@ class GPTQStep(Step):
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)
         if key not in self._groups_cache:
-            first = BlockInputs(hidden=ctx.inputs.hidden[:1], args=ctx.inputs.args[:1], kwargs=ctx.inputs.kwargs[:1])
+            first = ctx.inputs.batches(0, 1)
             probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=first, records={})
             router = InputRouter(accumulate=False)
             probe.observe_inputs(list(layers), router.stat)

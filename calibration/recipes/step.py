@@ -46,7 +46,11 @@ class Step:
         return {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.name, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+        """``{"step": name, field: value, ...}``; a field declared with ``metadata={"omit_default": True}``
+        is left out at its default value (an option added later keeps the older recipes' spelling,
+        and so their results-store keys)."""
+        return {"step": self.name, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                                      if not (f.metadata.get("omit_default") and getattr(self, f.name) == f.default)}}
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,6 +9,7 @@ extra arguments and the previous block's outputs as hidden states.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 
-class _StopForward(Exception):
-    """Raised by the catching hook once block 0's inputs are recorded."""
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early: the catching hook once block 0's inputs
+    are recorded; an observing hook once every observed layer has had its input."""
 
 
 @dataclass
@@ -45,6 +47,10 @@ class BlockInputs:
             args=[to_device(a, device) for a in self.args],
             kwargs=[to_device(k, device) for k in self.kwargs],
         )
+
+    def batches(self, start: int, stop: int | None = None) -> "BlockInputs":
+        """Mini-batches ``start:stop`` (views of the same tensors)."""
+        return BlockInputs(hidden=self.hidden[start:stop], args=self.args[start:stop], kwargs=self.kwargs[start:stop])
 
     def with_hidden(self, hidden: list[torch.Tensor]) -> "BlockInputs":
         """Same extra arguments, new hidden states (the next block's inputs)."""
@@ -82,7 +88,7 @@ def catch_block_inputs(
         inputs.hidden.append(hidden.detach())
         inputs.args.append(rest)
         inputs.kwargs.append(kwargs)
-        raise _StopForward
+        raise StopForward
 
     device = next(model.parameters()).device
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
@@ -91,7 +97,7 @@ def catch_block_inputs(
             batch = segments[start : start + batch_size].to(device)
             try:
                 model(input_ids=batch, use_cache=False)
-            except _StopForward:
+            except StopForward:
                 pass
             else:  # pragma: no cover - the hook always fires for a decoder block
                 raise RuntimeError("the first decoder block was not called by the model's forward")
@@ -105,9 +111,43 @@ def block_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(name: str | None) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of a name (``None``: no autocast, the model's own dtype)."""
+    if name is None:
+        return None
+    if name not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} (or none), got {name!r}")
+    return AUTOCAST_DTYPES[name]
+
+
+def _autocast(block: nn.Module, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for the block's forward: matmuls in ``dtype``, weights and the residual
+    stream as they are (``torch.autocast``); a no-op for ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    device = next(block.parameters(), torch.empty(0)).device
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 @torch.inference_mode()
-def run_block(block: nn.Module, inputs: BlockInputs) -> list[torch.Tensor]:
-    """Outputs of ``block`` for every mini-batch of ``inputs``."""
-    return [
-        block_output(block(h, *a, **k)) for h, a, k in zip(inputs.hidden, inputs.args, inputs.kwargs)
-    ]
+def run_block(block: nn.Module, inputs: BlockInputs, autocast: torch.dtype | None = None) -> list[torch.Tensor]:
+    """Outputs of ``block`` for every mini-batch of ``inputs`` (under ``torch.autocast`` to ``autocast``)."""
+    with _autocast(block, autocast):
+        return [
+            block_output(block(h, *a, **k)) for h, a, k in zip(inputs.hidden, inputs.args, inputs.kwargs)
+        ]
+
+
+@torch.inference_mode()
+def feed_block(block: nn.Module, inputs: BlockInputs, autocast: torch.dtype | None = None) -> None:
+    """Run ``block`` on every mini-batch for its hooks' sake, discarding the outputs; a hook
+    may end a mini-batch's forward early by raising :class:`StopForward`."""
+    with _autocast(block, autocast):
+        for h, a, k in zip(inputs.hidden, inputs.args, inputs.kwargs):
+            try:
+                block(h, *a, **k)
+            except StopForward:
+                pass

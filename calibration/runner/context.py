@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from calibration.models.blocks import find_linear_layers
-from calibration.runner.block_inputs import BlockInputs, run_block
+from calibration.runner.block_inputs import BlockInputs, StopForward, feed_block, run_block
 
 
 class Statistic(Protocol):
@@ -48,6 +48,8 @@ class BlockContext:
         index: its position among the decoder blocks; ``prefix`` its qualified name.
         inputs: its calibration inputs (the previous, already quantized, block's outputs).
         records: where steps write a :class:`LayerRecord` per qualified layer name.
+        autocast: ``torch.autocast`` dtype of every forward pass through the block (``None``:
+            the block's own dtype). Weights, and so every step's solve, stay as they are.
     """
 
     block: nn.Module
@@ -55,6 +57,7 @@ class BlockContext:
     prefix: str
     inputs: BlockInputs
     records: dict[str, LayerRecord]
+    autocast: torch.dtype | None = None
     _float_outputs: list[torch.Tensor] | None = None
 
     def linear_layers(self) -> dict[str, nn.Module]:
@@ -66,7 +69,7 @@ class BlockContext:
 
     def run(self) -> list[torch.Tensor]:
         """The block's outputs for all calibration mini-batches, as it is now."""
-        return run_block(self.block, self.inputs)
+        return run_block(self.block, self.inputs, self.autocast)
 
     def float_outputs(self) -> list[torch.Tensor]:
         """Outputs before any step of this block changed it (computed on first use)."""
@@ -81,26 +84,40 @@ class BlockContext:
         """Run the block over the calibration data and feed each named layer's input to a statistic.
 
         ``make_stat(name, layer)`` builds one statistic per layer; its ``update`` receives the
-        layer's input activations ``[B, S, in_features]`` of every mini-batch.
+        layer's input activations ``[B, S, in_features]`` of every mini-batch. When each
+        observed layer runs once per forward (as in every decoder block), the passes after the
+        first stop right after the last of them has its input: the rest of the block (the
+        ``down_proj`` matmul and everything after it, when all layers are observed) is not run.
         """
         layers = self.linear_layers()
         unknown = [n for n in layer_names if n not in layers]
         if unknown:
             raise ValueError(f"block {self.prefix} has no linear layer(s) {unknown}")
         stats = {name: make_stat(name, layers[name]) for name in layer_names}
-        handles = []
-        for name in layer_names:
-            def hook(module: nn.Module, args: tuple, name: str = name) -> None:
-                x = args[0]
-                if not torch.isfinite(x).all():
-                    raise ValueError(
-                        f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
-                        "check the model's dtype (float16 overflows) or the previous quantization steps"
-                    )
-                stats[name].update(x)
-            handles.append(layers[name].register_forward_pre_hook(hook))
+        calls: dict[str, int] = dict.fromkeys(layer_names, 0)
+        order: list[str] = []  # first-call order in the first mini-batch
+        stop_after: list[str] = []  # the layer whose input ends later passes early, if any
+
+        def hook(module: nn.Module, args: tuple, name: str) -> None:
+            x = args[0]
+            if not torch.isfinite(x).all():
+                raise ValueError(
+                    f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
+                    "check the model's dtype (float16 overflows) or the previous quantization steps"
+                )
+            stats[name].update(x)
+            if not calls[name]:
+                order.append(name)
+            calls[name] += 1
+            if stop_after and name == stop_after[0]:
+                raise StopForward  # nothing observed comes later in this pass: skip the rest of the block
+
+        handles = [layers[n].register_forward_pre_hook(lambda m, a, n=n: hook(m, a, n)) for n in layer_names]
         try:
-            self.run()
+            feed_block(self.block, self.inputs.batches(0, 1), self.autocast)
+            if order and all(c == 1 for c in calls.values()):  # each observed layer runs once per pass
+                stop_after.append(order[-1])
+            feed_block(self.block, self.inputs.batches(1), self.autocast)
         finally:
             for h in handles:
                 h.remove()

@@ -24,22 +24,21 @@ import math
 
 import torch
 
+from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
 from ptq.kernels import int8_matmul
 
-QMAX = 127.0
+__all__ = ["QMAX", "absmax_quantize", "outlier_columns", "check_threshold", "int8_matmul_dequant",
+           "dequantize_weight", "decomposed_matmul"]
 
 
 def absmax_quantize(x: torch.Tensor, dim: int | None = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 codes and float32 scales ``absmax / 127`` (per slice along ``dim``, or
+    """Symmetric int8 codes and float32 scales ``absmax / 127`` (per row with ``dim=-1``, or
     per tensor with ``dim=None``); an all-zero slice gets scale 1 (codes 0)."""
-    x = x.float()
     if dim is None:
-        lo, hi = torch.aminmax(x)
-    else:
-        lo, hi = torch.aminmax(x, dim=dim, keepdim=True)
-    a = torch.maximum(-lo, hi)
-    scale = torch.where(a > 0, a / QMAX, torch.ones_like(a))
-    return torch.mul(x, 1.0 / scale).round_().clamp_(-QMAX, QMAX).to(torch.int8), scale
+        return quantize_tensor(x)
+    if dim not in (-1, x.dim() - 1):
+        raise ValueError(f"absmax_quantize quantizes rows (dim=-1) or the whole tensor (dim=None), got dim={dim}")
+    return quantize_rows(x)
 
 
 def outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -47,13 +46,17 @@ def outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
     check_threshold(threshold)
     if math.isinf(threshold):
         return torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
-    lo, hi = torch.aminmax(x, dim=0)
-    return (hi >= threshold) | (lo <= -threshold)
+    return x.abs().amax(dim=0) >= threshold
 
 
 def check_threshold(threshold: float) -> None:
     if not threshold > 0:
         raise ValueError(f"the outlier threshold must be positive (6.0 in the paper; inf for none), got {threshold}")
+
+
+def _rescale(acc: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+    """``(s_x s_w^T) * acc`` for int32 ``acc [M, N]``, ``s_x`` ``[M, 1]`` or ``[]``, ``s_w`` ``[N, 1]`` or ``[]``."""
+    return torch.mul(acc, s_x).mul_(s_w.reshape(1, -1) if s_w.dim() else s_w)
 
 
 def int8_matmul_dequant(
@@ -63,8 +66,13 @@ def int8_matmul_dequant(
     ``s_w`` ``[N, 1]`` (vector) or ``[]`` (tensor). ``integer=False`` computes the same thing as a
     float matmul of the dequantized codes (fake quantization)."""
     x_q, s_x = absmax_quantize(x, dim=-1 if granularity == "vector" else None)
+    return _codes_matmul(x_q, s_x, W_q, s_w, integer)
+
+
+def _codes_matmul(x_q: torch.Tensor, s_x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor,
+                  integer: bool) -> torch.Tensor:
     if integer:
-        return int8_matmul(x_q, W_q).float() * (s_x * s_w.reshape(1, -1) if s_w.dim() else s_x * s_w)
+        return _rescale(int8_matmul(x_q, W_q), s_x, s_w)
     return (x_q.float() * s_x) @ dequantize_weight(W_q, s_w).t()
 
 
@@ -77,14 +85,22 @@ def decomposed_matmul(
     x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, outliers: torch.Tensor, W_outlier: torch.Tensor | None,
     granularity: str = "vector", integer: bool = True,
 ) -> torch.Tensor:
-    """Eq. 7 for ``x [M, K]``: ``outliers`` a boolean ``[K]``; ``W_outlier [N, |O|]`` the float
-    weight columns of the outliers (``None``: dequantized from ``W_q``, as bitsandbytes does)."""
-    if not bool(outliers.any()):
+    """Eq. 7 for ``x [M, K]``: ``outliers`` a boolean mask ``[K]`` or the int64 indices of the
+    outlier columns; ``W_outlier [N, |O|]`` their float weight columns (``None``: dequantized
+    from ``W_q``, as bitsandbytes does).
+
+    The int8 part quantizes ``x`` with the outlier columns left out of each row's absmax, and
+    their codes set to 0, so that they contribute nothing to ``X_q W_q^T``; the float part is
+    added to the rescaled int32 product in place (``addmm``).
+    """
+    idx = outliers.nonzero().squeeze(1) if outliers.dtype == torch.bool else outliers
+    if idx.numel() == 0:
         return int8_matmul_dequant(x, W_q, s_w, granularity, integer)
-    idx = outliers.nonzero().squeeze(1)
     x = x.float()
-    x_out = x.index_select(1, idx)
+    a = x.abs()
+    a.index_fill_(1, idx, 0.0)
+    s_x = absmax_scale(a.amax(dim=-1, keepdim=True) if granularity == "vector" else a.amax())
+    x_q = quantize_symmetric(x, s_x).index_fill_(1, idx, 0)  # outlier columns contribute nothing here
     if W_outlier is None:
         W_outlier = dequantize_weight(W_q.index_select(1, idx), s_w)
-    x_rest = x.index_fill(1, idx, 0.0)  # outlier columns contribute nothing to the int8 part
-    return int8_matmul_dequant(x_rest, W_q, s_w, granularity, integer) + x_out @ W_outlier.t()
+    return _codes_matmul(x_q, s_x, W_q, s_w, integer).addmm_(x.index_select(1, idx), W_outlier.t())

@@ -94,13 +94,12 @@ class Int8OutlierLinear(nn.Module):
         shape, dtype = x.shape, x.dtype
         x2 = x.reshape(-1, self.in_features).float()
         if self.mode == "static":
-            outliers = torch.zeros(self.in_features, dtype=torch.bool, device=x.device)
-            outliers[self.outlier_idx] = True
-            W_out = self.weight_outlier.float()
+            outliers, W_out = self.outlier_idx, self.weight_outlier.float()
+            everything = outliers.numel() == self.in_features
         else:
-            outliers = outlier_columns(x2, self.threshold)
-            W_out = None
-        if x2.shape[0] and bool(outliers.all()):
+            outliers, W_out = outlier_columns(x2, self.threshold), None
+            everything = bool(outliers.all())
+        if x2.shape[0] and everything:
             if not self._warned:
                 warnings.warn(f"LLM.int8(): every input column is an outlier (|x| >= {self.threshold}); "
                               "computing this layer in float", RuntimeWarning, stacklevel=2)
@@ -110,7 +109,7 @@ class Int8OutlierLinear(nn.Module):
             y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out,
                                   self.granularity, integer=self.compute == "int")
         if self.bias is not None:
-            y = y + self.bias.float()
+            y = y.add_(self.bias.float())
         return y.to(dtype).reshape(*shape[:-1], self.out_features)
 
     def dequantized_weight(self) -> torch.Tensor:

@@ -27,37 +27,22 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric
 from ptq.kernels import fbgemm_pack, int8_matmul, int_mm_supported
-from ptq.modules.quant_linear import Conv1D, float_linear
+from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
 ActMode = Literal["per-token", "static"]
 ACT_MODES = ("per-token", "static")
 EXEC_MODES = ("int", "fake")
-QMAX = 127
-
-
-def _weight_2d(module: nn.Module) -> torch.Tensor:
-    return module.weight.t() if Conv1D is not None and isinstance(module, Conv1D) else module.weight
-
-
-def absmax_scale(amax: torch.Tensor) -> torch.Tensor:
-    """``amax / 127`` as float32, with 1 where ``amax == 0`` (then every code is 0)."""
-    amax = amax.float()
-    return torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
-
-
-def quantize_symmetric(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """int8 codes ``clamp(round(x / scale), -127, 127)`` (``scale`` broadcast against ``x``)."""
-    return torch.clamp(torch.round(x.float() / scale), -QMAX, QMAX).to(torch.int8)
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes ``[M, K]`` int8 and scales ``[M, 1]`` float32 of a 2-D activation, one scale per row."""
-    scale = absmax_scale(x.abs().amax(dim=-1, keepdim=True))
+    q, scale = quantize_rows(x)
     if not bool(torch.isfinite(scale).all()):
         raise ValueError("W8A8Linear: the activation contains inf or NaN; per-token scales need finite values")
-    return quantize_symmetric(x, scale), scale
+    return q, scale
 
 
 @register_qmodule("w8a8", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))
@@ -93,7 +78,7 @@ class W8A8Linear(nn.Module):
     def from_float(cls, module: nn.Module, act: ActMode = "per-token", act_scale: float | torch.Tensor | None = None,
                    mode: str = "int") -> "W8A8Linear":
         """Quantize a float layer's weight per output channel; ``act_scale`` is needed with ``act="static"``."""
-        W = _weight_2d(module).detach()
+        W = weight_2d(module).detach()
         out, n = W.shape
         float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         bias = getattr(module, "bias", None)
@@ -123,7 +108,7 @@ class W8A8Linear(nn.Module):
     @classmethod
     def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "W8A8Linear":
         """An empty skeleton on the meta device replacing the float ``module``."""
-        out, n = _weight_2d(module).shape
+        out, n = weight_2d(module).shape
         float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         return cls(n, out, bias=getattr(module, "bias", None) is not None, act=config.get("act", "per-token"),
                    mode=config.get("mode", "int"), dtype=dtype, float_class=float_class, device="meta")
@@ -163,7 +148,7 @@ class W8A8Linear(nn.Module):
         xq, s_x = self.quantize_input(x2)
         if self.mode == "int":
             acc = int8_matmul(xq, self.qweight, packed=self._fbgemm_packed(xq.shape[0]))
-            y = acc.float().mul_(s_x).mul_(self.weight_scale)
+            y = torch.mul(acc, s_x).mul_(self.weight_scale)
         else:
             y = (xq.float() * s_x) @ self.dequantize_weight().t()
         if self.bias is not None:

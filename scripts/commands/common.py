@@ -20,6 +20,10 @@ def add_calibration_arguments(p: argparse.ArgumentParser, nsamples: int = 128) -
     g.add_argument("--seqlen", type=int, default=512, help="tokens per segment (default 512)")
     g.add_argument("--seed", type=int, default=0, help="seed of the segment sampling (default 0)")
     g.add_argument("--batch-size", type=int, default=8, help="segments per forward pass during calibration (default 8)")
+    g.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
+                   help="run the calibration forward passes under torch.autocast in this dtype (about 2x faster "
+                        "on CPUs with AVX-512 BF16); weights and the quantization math stay float32 "
+                        "(default: off, the model's dtype)")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

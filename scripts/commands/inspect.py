@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
     step = ActivationStatsStep(threshold=args.threshold)
-    quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=not args.quiet)
+    quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=not args.quiet,
+                   autocast=args.autocast)
     print(f"| layer | max abs x | channels >= {args.threshold:g} | fraction | kurtosis |")
     print("|---|---:|---:|---:|---:|")
     for name, s in step.summary.items():

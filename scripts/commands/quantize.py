@@ -6,6 +6,7 @@ import time
 
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import METHODS
+from scripts.methods.w8a8 import add_act_arguments
 from scripts.output import atomic_folder, check_output, write_json
 from scripts.versions import versions
 
@@ -15,15 +16,18 @@ HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with pt
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     g = p.add_argument_group("quantization")
-    g.add_argument("--method", default="rtn", choices=sorted(METHODS), help="algorithm (default rtn)")
+    g.add_argument("--method", default="rtn", choices=sorted(METHODS),
+                   help="algorithm (default rtn); w8a8 is naive W8A8, the same as --method rtn --bits 8 --act-bits 8")
     g.add_argument("--recipe", default=None, help="a TOML/YAML recipe file instead of --method and its flags")
     g.add_argument("--bits", type=int, default=4, help="weight bits, 2 to 8 (default 4)")
     g.add_argument("--granularity", default="channel", choices=["tensor", "channel", "group"], help="default channel")
     g.add_argument("--group-size", type=int, default=None, help="columns per group (with --granularity group)")
     g.add_argument("--symmetric", action="store_true", help="symmetric grid (default asymmetric min-max)")
     g.add_argument("--compute", default="int", choices=["int", "fake"],
-                   help="int8 methods (w8a8, smoothquant, llm-int8): int8 x int8 -> int32 matmul, or fake-quant "
-                        "float matmul of the dequantized codes (default int)")
+                   help="int8 methods (w8a8 or rtn --act-bits 8, smoothquant, llm-int8): int8 x int8 -> int32 "
+                        "matmul, or fake-quant float matmul of the dequantized codes (default int)")
+    add_act_arguments(p.add_argument_group(
+        "activations", "int8 activations of --method rtn (with --act-bits 8), w8a8 and smoothquant"))
     for module in METHODS.values():
         module.add_arguments(p.add_argument_group(f"--method {module.NAME}"))
     add_calibration_arguments(p)
@@ -55,9 +59,10 @@ def check_format(args: argparse.Namespace) -> None:
     from ptq.checkpoint.gptq_format import check_gptq_spec
     from ptq.modules.swap import WEIGHT_ONLY_METHODS
 
-    if args.method not in WEIGHT_ONLY_METHODS:
+    if args.method not in WEIGHT_ONLY_METHODS or args.act_bits is not None:
+        asked = f"--method {args.method}" + (" --act-bits 8" if args.act_bits is not None else "")
         raise ValueError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
-                         f"not --method {args.method}")
+                         f"not {asked}")
     check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
                               group_size=args.group_size))
 
@@ -94,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}")
         segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
-    result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet)
+    result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet,
+                            autocast=args.autocast)
 
     report = {
         "model": args.model,

@@ -55,6 +55,7 @@ class MethodEntry:
     steps: tuple[dict[str, Any], ...] = ()
     dtype: str = "float32"
     family: str = ""
+    autocast: str | None = None  # calibration forward passes under torch.autocast (quantize_model)
 
     @property
     def line(self) -> str:
@@ -202,7 +203,7 @@ def _model(item: Any, i: int) -> ModelEntry:
 def _method(item: Any, i: int) -> MethodEntry:
     where = f"methods[{i}]"
     item = _table(item, where)
-    _no_unknown(item, {"label", "steps", "dtype", "family"}, where)
+    _no_unknown(item, {"label", "steps", "dtype", "family", "autocast"}, where)
     label = _str(item.get("label"), f"{where}.label")
     steps = item.get("steps", [])
     if not isinstance(steps, list):
@@ -210,7 +211,14 @@ def _method(item: Any, i: int) -> MethodEntry:
     dtype = _str(item.get("dtype", "float32"), f"method {label!r} dtype")
     if dtype not in DTYPES:
         raise ValueError(f"method {label!r}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    entry = MethodEntry(label=label, steps=tuple(steps), dtype=dtype, family=_str(item.get("family", ""), f"{where}.family"))
+    autocast = item.get("autocast")
+    if autocast is not None:
+        from calibration.runner.block_inputs import AUTOCAST_DTYPES
+
+        if autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"method {label!r}: autocast must be one of {', '.join(AUTOCAST_DTYPES)}, got {autocast!r}")
+    entry = MethodEntry(label=label, steps=tuple(steps), dtype=dtype, family=_str(item.get("family", ""), f"{where}.family"),
+                        autocast=autocast)
     try:
         entry.resolved_steps()
     except (ValueError, TypeError) as exc:

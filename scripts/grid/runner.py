@@ -44,6 +44,8 @@ def plan_cells(config: GridConfig) -> list[CellPlan]:
                         "eval": {"seqlen": config.eval.seqlen, "max_windows": max_windows(config, ds),
                                  "native_dtype": config.eval.native_dtype and method.dtype != "float32"},
                     }
+                    if method.autocast and calibrated:  # only then (earlier cells keep their keys)
+                        parts["autocast"] = method.autocast
                     cells.append(CellPlan(model, method, ds, seed, cell_key(parts)))
     return cells
 
@@ -106,7 +108,8 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
                                                                          cal.seqlen, seed)
             segments = segment_cache[(model_e.id, seed)]
         log(f"{tag} quantizing ({recipe.describe()})")
-        res = quantize_model(model, recipe, segments, batch_size=config.calibration.batch_size, progress=progress)
+        res = quantize_model(model, recipe, segments, batch_size=config.calibration.batch_size, progress=progress,
+                             autocast=method.autocast)
         t_quant, peak = res.timings.get("quantize", 0.0), res.peak_rss_mb
         quantized = {name: rec.spec for name, rec in res.records.items() if rec.spec is not None}
     fp = footprint(model, quantized=quantized or None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from calibration.recipes import GPTQStep, Recipe
+from scripts.errors import UsageError
+from scripts.methods.w8a8 import act_flags
 
 NAME = "gptq"
 
@@ -33,4 +35,9 @@ def gptq_step(args: argparse.Namespace) -> GPTQStep:
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
+    """GPTQ weights; activation flags are refused (GPTQ is weight-only here)."""
+    flags = act_flags(args)
+    if flags:
+        raise UsageError(f"{', '.join(flags)} with --method gptq: activation quantization after GPTQ is not "
+                         "supported yet; use --method smoothquant --then w8a8 or --method rtn --bits 8 --act-bits 8")
     return Recipe([gptq_step(args)])

@@ -5,6 +5,8 @@ import argparse
 
 from calibration.recipes import Recipe
 from calibration.recipes.llm_int8 import LLMInt8Step
+from scripts.errors import UsageError
+from scripts.methods.w8a8 import act_flags
 
 NAME = "llm-int8"
 
@@ -19,5 +21,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
+    """LLM.int8(); the activation flags are refused (it quantizes activations itself)."""
+    flags = act_flags(args)
+    if flags:
+        raise UsageError(f"{', '.join(flags)} with --method llm-int8: LLM.int8() quantizes activations itself "
+                         "(int8 per token, see --mode, --int8-granularity, --threshold); drop them")
     return Recipe([LLMInt8Step(threshold=args.threshold, mode=args.mode, granularity=args.int8_granularity,
                                compute=args.compute)])

@@ -1,9 +1,14 @@
-"""``--method rtn``: weight-only round-to-nearest (the shared weight flags of quantize)."""
+"""``--method rtn``: weight-only round-to-nearest (the shared weight flags of quantize).
+
+With ``--act-bits 8`` (and ``--bits 8``) it is naive W8A8 instead, the recipe of ``--method w8a8``.
+"""
 from __future__ import annotations
 
 import argparse
 
 from calibration.recipes import Recipe, RTNStep
+from scripts.errors import UsageError
+from scripts.methods.w8a8 import act_flags, w8a8_step
 
 NAME = "rtn"
 
@@ -26,5 +31,32 @@ def weight_step(args: argparse.Namespace) -> RTNStep:
     )
 
 
+def w8a8_conflicts(args: argparse.Namespace) -> list[str]:
+    """The weight flags that W8A8 (int8 symmetric per-channel absmax weights) cannot honour."""
+    conflicts = []
+    if args.bits != 8:
+        conflicts.append(f"--bits {args.bits}")
+    if args.granularity != "channel":
+        conflicts.append(f"--granularity {args.granularity}" + (f" --group-size {args.group_size}"
+                                                                 if args.group_size is not None else ""))
+    if args.observer != "minmax":
+        conflicts.append(f"--observer {args.observer}")
+    if args.percentile is not None:
+        conflicts.append(f"--percentile {args.percentile:g}")
+    return conflicts
+
+
 def build_recipe(args: argparse.Namespace) -> Recipe:
-    return Recipe([weight_step(args)])
+    """RTN weights; with ``--act-bits 8``, W8A8 (weights must then be --bits 8 per channel)."""
+    flags = act_flags(args)
+    if args.act_bits is None:
+        if flags:
+            raise UsageError(f"{', '.join(flags)} only apply with --act-bits 8 (--method rtn keeps activations "
+                             "float without it); add --bits 8 --act-bits 8 for W8A8, or drop them")
+        return Recipe([weight_step(args)])
+    conflicts = w8a8_conflicts(args)
+    if conflicts:
+        raise UsageError(f"--method rtn --act-bits 8 is W8A8 (int8 symmetric per-channel absmax weights), which "
+                         f"cannot honour {', '.join(conflicts)}; use --bits 8 with no group, tensor or observer "
+                         "weight options, or drop --act-bits for weight-only RTN")
+    return Recipe([w8a8_step(args)])

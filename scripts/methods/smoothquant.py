@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 
 from calibration.recipes import Recipe, SmoothQuantStep
+from scripts.errors import UsageError
 from scripts.methods.gptq import gptq_step
 from scripts.methods.rtn import weight_step
-from scripts.methods.w8a8 import w8a8_step
+from scripts.methods.w8a8 import act_flags, act_mode, w8a8_step
 
 NAME = "smoothquant"
 
@@ -31,11 +32,17 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="smooth only norm -> linear groups, not the linear -> linear pairs (v -> o, up -> down) "
                             "where the path allows them (smoothing them is the default)")
     group.add_argument("--then", default="w8a8", choices=["w8a8", "rtn", "gptq"],
-                       help="what quantizes the smoothed model: W8A8 (--act, --act-observer), or weight-only "
-                            "RTN / GPTQ with the shared weight flags (default w8a8)")
+                       help="what quantizes the smoothed model: W8A8 (--act-granularity, --act-observer), or "
+                            "weight-only RTN / GPTQ with the shared weight flags (default w8a8)")
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
-    smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=args.act)
+    """Smoothing (``--act-granularity`` is what ``--alpha auto`` simulates), then the ``--then`` step."""
+    flags = act_flags(args)
+    weight_only = [f for f in flags if f != "--act-granularity"] if args.then != "w8a8" else []
+    if weight_only:
+        raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then {args.then}: that step "
+                         "quantizes weights only; use --then w8a8 (the default) for int8 activations, or drop them")
+    smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args))
     then = {"w8a8": w8a8_step, "rtn": weight_step, "gptq": gptq_step}[args.then](args)
     return Recipe([smooth, then])

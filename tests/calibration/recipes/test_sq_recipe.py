@@ -63,3 +63,27 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="observer"):
         make_step("w8a8", act="static", act_observer="absmax-per-channel")
     assert not W8A8Step().needs_calibration_data and W8A8Step(act="static").needs_calibration_data
+
+
+def test_auto_search_on_the_first_segments_only(tiny_model, tiny_segments) -> None:
+    segs = tiny_segments(8, 16)
+    calls, mse = {}, {}
+    for samples in (2, 0):
+        model = tiny_model("llama", 1)
+        q = model.model.layers[0].self_attn.q_proj
+        seen: list[int] = []
+        hook = q.register_forward_pre_hook(lambda m, a: seen.append(1))
+        res = quantize_model(model, Recipe([SmoothQuantStep(alpha="auto", search_samples=samples)]), segs,
+                             batch_size=2, progress=False)
+        hook.remove()
+        calls[samples], mse[samples] = len(seen), res.steps[0]["search_mse"][0]
+    # the float reference and the 11 candidates run on 1 mini-batch of 2 segments instead of 4
+    assert calls[0] - calls[2] == (4 - 1) * (1 + 11)
+    assert mse[2] != mse[0]  # measured on different data
+
+
+def test_search_samples_is_left_out_of_the_recipe_at_its_default() -> None:
+    assert "search_samples" not in SmoothQuantStep(alpha=0.5).to_dict()
+    assert SmoothQuantStep(alpha="auto", search_samples=0).to_dict()["search_samples"] == 0
+    with pytest.raises(ValueError, match="search_samples"):
+        SmoothQuantStep(alpha="auto", search_samples=-1)
