@@ -9,7 +9,7 @@ the int8 part.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,12 +33,15 @@ class LLMInt8Step(Step):
         mode: ``dynamic`` (per batch) or ``static`` (columns fixed from calibration).
         granularity: ``vector`` (per token / per output row) or ``tensor`` (naive baseline).
         compute: ``int`` (int8 x int8 -> int32) or ``fake`` (float matmul of dequantized codes).
+        zero_point: zeropoint instead of absmax quantization of activation and weight rows
+            (the paper's "zeropoint vector-wise + decomposition", Table 1).
     """
 
     threshold: float = 6.0
     mode: str = "dynamic"
     granularity: str = "vector"
     compute: str = "int"
+    zero_point: bool = field(default=False, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         self.threshold = float(self.threshold)
@@ -46,6 +49,10 @@ class LLMInt8Step(Step):
         for name, allowed in (("mode", MODES), ("granularity", GRANULARITIES), ("compute", COMPUTES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"llm-int8 {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.zero_point, bool):
+            raise ValueError(f"llm-int8 zero_point must be true or false, got {self.zero_point!r}")
+        if self.zero_point and self.granularity != "vector":
+            raise ValueError("llm-int8 zero_point quantizes rows: it needs granularity 'vector'")
 
     @property
     def needs_calibration_data(self) -> bool:  # type: ignore[override]
@@ -57,17 +64,19 @@ class LLMInt8Step(Step):
         if self.mode == "static":
             stats = ctx.observe_inputs(list(layers), lambda n, l: make_observer("absmax-per-channel", axis=-1))
             absmax = {n: o.absmax for n, o in stats.items()}
-        spec = QuantSpec(bits=8, symmetric=True, granularity="channel" if self.granularity == "vector" else "tensor")
+        spec = QuantSpec(bits=8, symmetric=not self.zero_point,
+                         granularity="channel" if self.granularity == "vector" else "tensor")
         for name, layer in layers.items():
             W = linear_weight(layer).float()
             idx = None
             if self.mode == "static":
                 idx = (absmax[name] >= self.threshold).nonzero().squeeze(1)
-            q = Int8OutlierLinear.from_float(layer, self.threshold, self.mode, self.granularity, self.compute, idx)
+            q = Int8OutlierLinear.from_float(layer, self.threshold, self.mode, self.granularity, self.compute, idx,
+                                             zero_point=self.zero_point)
             err = float((q.dequantized_weight() - W).norm() / W.norm().clamp(min=1e-30))
             set_submodule(ctx.block, name, q)
             info = {"threshold": self.threshold if math.isfinite(self.threshold) else "inf", "mode": self.mode,
-                    "granularity": self.granularity, "error_kind": "relative weight error ||W-Q||/||W||"}
+                    "granularity": self.granularity, "zero_point": self.zero_point, "error_kind": "relative weight error ||W-Q||/||W||"}
             if idx is not None:
                 info.update(float_columns=int(idx.numel()), float_fraction=idx.numel() / W.shape[1])
             ctx.records[ctx.qualified(name)] = LayerRecord(method="llm-int8", spec=spec, error=err, info=info)

@@ -16,7 +16,9 @@ Transformers at Scale" (NeurIPS 2022). For ``Y = X W^T`` with ``X [M, K]``, ``W 
 
 ``threshold = inf`` gives the paper's "absmax vector-wise" baseline (no decomposition);
 ``granularity="tensor"`` the naive per-tensor absmax int8 baseline (one scale for ``X``,
-one for ``W``).
+one for ``W``). ``zero_point=True`` replaces absmax by zeropoint quantization of the rows
+(§2.1; :mod:`ptq.algorithms.zeropoint`), the paper's most accurate variant in Table 1
+("zeropoint vector-wise + decomposition").
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import math
 import torch
 
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
+from ptq.algorithms.zeropoint import zeropoint_matmul, zeropoint_quantize_rows
 from ptq.kernels import int8_matmul
 
 __all__ = ["QMAX", "absmax_quantize", "outlier_columns", "check_threshold", "int8_matmul_dequant",
@@ -76,31 +79,45 @@ def _codes_matmul(x_q: torch.Tensor, s_x: torch.Tensor, W_q: torch.Tensor, s_w: 
     return (x_q.float() * s_x) @ dequantize_weight(W_q, s_w).t()
 
 
-def dequantize_weight(W_q: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
-    """``W_q * s_w`` with ``s_w`` per output row ``[N, 1]`` / ``[N]`` or per tensor ``[]``."""
-    return W_q.float() * (s_w.reshape(-1, 1) if s_w.dim() else s_w)
+def dequantize_weight(W_q: torch.Tensor, s_w: torch.Tensor, W_zero: torch.Tensor | None = None) -> torch.Tensor:
+    """``(W_q - W_zero) * s_w`` with ``s_w`` per output row ``[N, 1]`` / ``[N]`` or per tensor ``[]``
+    (``W_zero``: per-row int zero points of zeropoint weights, ``None`` for absmax)."""
+    W = W_q.float() if W_zero is None else (W_q.to(torch.int32) - W_zero.reshape(-1, 1)).float()
+    return W * (s_w.reshape(-1, 1) if s_w.dim() else s_w)
 
 
 def decomposed_matmul(
     x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, outliers: torch.Tensor, W_outlier: torch.Tensor | None,
-    granularity: str = "vector", integer: bool = True,
+    granularity: str = "vector", integer: bool = True, zero_point: bool = False, W_zero: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 7 for ``x [M, K]``: ``outliers`` a boolean mask ``[K]`` or the int64 indices of the
     outlier columns; ``W_outlier [N, |O|]`` their float weight columns (``None``: dequantized
     from ``W_q``, as bitsandbytes does).
 
-    The int8 part quantizes ``x`` with the outlier columns left out of each row's absmax, and
-    their codes set to 0, so that they contribute nothing to ``X_q W_q^T``; the float part is
-    added to the rescaled int32 product in place (``addmm``).
+    The int8 part quantizes ``x`` with the outlier columns left out of each row's range and
+    their codes at the code of 0, so that they contribute nothing; the float part is added to
+    the rescaled int32 product in place (``addmm``). ``zero_point=True``: activations are
+    quantized per row with a zero point (:mod:`ptq.algorithms.zeropoint`, the paper's
+    "zeropoint vector-wise"), and ``W_zero`` ``[N, 1]`` are the weights' zero points (``None``:
+    absmax weights).
     """
     idx = outliers.nonzero().squeeze(1) if outliers.dtype == torch.bool else outliers
-    if idx.numel() == 0:
-        return int8_matmul_dequant(x, W_q, s_w, granularity, integer)
     x = x.float()
-    a = x.abs()
-    a.index_fill_(1, idx, 0.0)
-    s_x = absmax_scale(a.amax(dim=-1, keepdim=True) if granularity == "vector" else a.amax())
-    x_q = quantize_symmetric(x, s_x).index_fill_(1, idx, 0)  # outlier columns contribute nothing here
-    if W_outlier is None:
-        W_outlier = dequantize_weight(W_q.index_select(1, idx), s_w)
-    return _codes_matmul(x_q, s_x, W_q, s_w, integer).addmm_(x.index_select(1, idx), W_outlier.t())
+    if zero_point:
+        if granularity != "vector":
+            raise ValueError("zeropoint quantization is per row (granularity 'vector')")
+        x_q, s_x, z_x = zeropoint_quantize_rows(x.index_fill(1, idx, 0.0) if idx.numel() else x)
+        y = zeropoint_matmul(x_q, s_x, z_x, W_q, s_w, W_zero, integer=integer)
+    elif idx.numel() == 0:
+        return int8_matmul_dequant(x, W_q, s_w, granularity, integer)
+    else:
+        a = x.abs()
+        a.index_fill_(1, idx, 0.0)
+        s_x = absmax_scale(a.amax(dim=-1, keepdim=True) if granularity == "vector" else a.amax())
+        x_q = quantize_symmetric(x, s_x).index_fill_(1, idx, 0)  # outlier columns contribute nothing here
+        y = _codes_matmul(x_q, s_x, W_q, s_w, integer)
+    if idx.numel():
+        if W_outlier is None:
+            W_outlier = dequantize_weight(W_q.index_select(1, idx), s_w, W_zero)
+        y.addmm_(x.index_select(1, idx), W_outlier.t())
+    return y

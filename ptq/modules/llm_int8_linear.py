@@ -10,7 +10,10 @@ and in ``static`` mode the fixed outlier column indices with their float weight 
   (max |x| per input channel >= threshold); their weights are kept in float and left out of
   the int8 rows' absmax, so inference does no search;
 * ``threshold=inf`` (dynamic): no decomposition, the "absmax vector-wise" baseline;
-  ``granularity="tensor"``: the naive per-tensor absmax baseline.
+  ``granularity="tensor"``: the naive per-tensor absmax baseline;
+* ``zero_point=True``: zeropoint instead of absmax quantization of activation rows and weight
+  rows (the paper's "zeropoint vector-wise", §2.1 and Table 1), with the weights' int zero
+  points in the buffer ``weight_zero``.
 
 ``compute="int"`` runs the int8 part as int8 x int8 -> int32 (:func:`ptq.kernels.int8_matmul`);
 ``compute="fake"`` as a float matmul of the dequantized codes (same numbers up to float
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed_matmul, dequantize_weight, outlier_columns
+from ptq.algorithms.zeropoint import zeropoint_quantize_rows
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
@@ -42,7 +46,7 @@ class Int8OutlierLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, threshold: float = 6.0,
                  mode: str = "dynamic", granularity: str = "vector", compute: str = "int", n_outliers: int = 0,
                  float_class: str = "Linear", dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, zero_point: bool = False) -> None:
         super().__init__()
         check_threshold(threshold)
         for name, value, allowed in (("mode", mode, MODES), ("granularity", granularity, GRANULARITIES),
@@ -50,7 +54,10 @@ class Int8OutlierLinear(nn.Module):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
+        if zero_point and granularity != "vector":
+            raise ValueError("zero_point quantizes rows: it needs granularity 'vector'")
         self.threshold, self.mode, self.granularity, self.compute = float(threshold), mode, granularity, compute
+        self.zero_point = bool(zero_point)
         self.float_class = float_class
         self._warned = False
         kw: dict[str, Any] = {"device": device}
@@ -58,13 +65,14 @@ class Int8OutlierLinear(nn.Module):
         scale_shape = (out_features, 1) if granularity == "vector" else ()
         self.register_buffer("weight_scale", torch.ones(scale_shape, dtype=torch.float32, **kw))
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, **kw) if bias else None)
+        self.register_buffer("weight_zero", torch.zeros(out_features, 1, dtype=torch.int32, **kw) if zero_point else None)
         self.register_buffer("outlier_idx", torch.zeros(n_outliers, dtype=torch.int64, **kw))
         self.register_buffer("weight_outlier", torch.zeros(out_features, n_outliers, dtype=dtype, **kw))
 
     @classmethod
     def from_float(cls, module: nn.Module, threshold: float = 6.0, mode: str = "dynamic",
                    granularity: str = "vector", compute: str = "int",
-                   outlier_idx: torch.Tensor | None = None) -> "Int8OutlierLinear":
+                   outlier_idx: torch.Tensor | None = None, zero_point: bool = False) -> "Int8OutlierLinear":
         """Quantize a float layer; ``outlier_idx`` (static mode) are the fixed outlier columns."""
         if mode == "static" and outlier_idx is None:
             raise ValueError("static mode needs the outlier columns chosen from calibration (outlier_idx)")
@@ -74,9 +82,13 @@ class Int8OutlierLinear(nn.Module):
         float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         m = cls(in_f, out_f, bias=module.bias is not None, threshold=threshold, mode=mode, granularity=granularity,
                 compute=compute, n_outliers=idx.numel(), float_class=float_class, dtype=module.weight.dtype,
-                device=W.device)
+                device=W.device, zero_point=zero_point)
         W_int = W.index_fill(1, idx.to(W.device), 0.0) if idx.numel() else W
-        codes, scale = absmax_quantize(W_int, dim=-1 if granularity == "vector" else None)
+        if zero_point:
+            codes, scale, zero = zeropoint_quantize_rows(W_int)
+            m.weight_zero.copy_(zero)
+        else:
+            codes, scale = absmax_quantize(W_int, dim=-1 if granularity == "vector" else None)
         m.weight_q.copy_(codes)
         m.weight_scale.copy_(scale.reshape(m.weight_scale.shape))
         m.outlier_idx.copy_(idx)
@@ -106,15 +118,15 @@ class Int8OutlierLinear(nn.Module):
                 self._warned = True
             y = x2 @ self.dequantized_weight().t()
         else:
-            y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out,
-                                  self.granularity, integer=self.compute == "int")
+            y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out, self.granularity,
+                                  integer=self.compute == "int", zero_point=self.zero_point, W_zero=self.weight_zero)
         if self.bias is not None:
             y = y.add_(self.bias.float())
         return y.to(dtype).reshape(*shape[:-1], self.out_features)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float ``[N, K]`` weight the module represents (static outlier columns in float)."""
-        W = dequantize_weight(self.weight_q, self.weight_scale)
+        W = dequantize_weight(self.weight_q, self.weight_scale, self.weight_zero)
         if self.outlier_idx.numel():
             W = W.index_copy(1, self.outlier_idx, self.weight_outlier.float())
         return W
@@ -125,7 +137,7 @@ class Int8OutlierLinear(nn.Module):
     def quant_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "threshold": self.threshold if math.isfinite(self.threshold) else "inf",
                 "mode": self.mode, "granularity": self.granularity, "compute": self.compute,
-                "n_outliers": self.float_columns}
+                "n_outliers": self.float_columns, **({"zero_point": True} if self.zero_point else {})}
 
     @classmethod
     def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "Int8OutlierLinear":
@@ -133,14 +145,16 @@ class Int8OutlierLinear(nn.Module):
         float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         return cls(W.shape[1], W.shape[0], bias=module.bias is not None, threshold=float(config["threshold"]),
                    mode=config["mode"], granularity=config["granularity"], compute=config.get("compute", "int"),
-                   n_outliers=int(config.get("n_outliers", 0)), float_class=float_class, dtype=dtype, device="meta")
+                   n_outliers=int(config.get("n_outliers", 0)), float_class=float_class, dtype=dtype, device="meta",
+                   zero_point=bool(config.get("zero_point", False)))
 
     def footprint_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, threshold={self.threshold}, "
-                f"mode={self.mode}, granularity={self.granularity}, compute={self.compute}, "
+                f"mode={self.mode}, granularity={self.granularity}{', zero_point' if self.zero_point else ''}, "
+                f"compute={self.compute}, "
                 f"float_columns={self.float_columns}")
 
 

@@ -38,12 +38,17 @@ def test_vectorwise_baseline_and_bad_threshold(tiny_model):
         Recipe.from_list([{"step": "llm-int8", "threshold": 0}])
     with pytest.raises(ValueError, match="mode must be one of dynamic, static"):
         Recipe.from_list([{"step": "llm-int8", "mode": "often"}])
+    with pytest.raises(ValueError, match="zero_point quantizes rows"):
+        Recipe.from_list([{"step": "llm-int8", "zero_point": True, "granularity": "tensor"}])
 
 
-def test_checkpoint_round_trip(tiny_model, tiny_segments, tmp_path):
+@pytest.mark.parametrize("zero_point", [False, True])
+def test_checkpoint_round_trip(tiny_model, tiny_segments, tmp_path, zero_point):
     model = tiny_model("llama")
-    res = quantize_model(model, Recipe.from_list([{"step": "llm-int8", "mode": "static", "threshold": 3.0}]),
-                         tiny_segments(), progress=False)
+    step = {"step": "llm-int8", "mode": "static", "threshold": 3.0, "zero_point": zero_point}
+    res = quantize_model(model, Recipe.from_list([step]), tiny_segments(), progress=False)
+    assert all(m.zero_point == zero_point for m in model.modules() if isinstance(m, Int8OutlierLinear))
+    assert ("zero_point" in res.steps[0]) == zero_point  # left out of the recipe at its default
     save_quantized(model, tmp_path / "ck", res.records)
     loaded, _ = load_quantized(tmp_path / "ck")
     x = tiny_segments(2, 16, seed=3)
