@@ -4,7 +4,8 @@ For SmolLM2-135M's layer shapes (512 tokens; 576->576 q/o, 576->192 k/v, 576->15
 1536->576 down) and a large one, times (median of ``--repeats``, interleaved) the float32
 ``nn.Linear`` and ``Int8OutlierLinear`` in its variants: dynamic and static outlier
 decomposition (``--outliers`` columns scaled past the threshold, as SmolLM2's activations
-have), vector-wise without decomposition, and per-tensor. Prints ms and speed-up ratios.
+have), absmax or zeropoint rows, vector-wise without decomposition, and per-tensor. The
+variants are timed round-robin, one call of each per round. Prints ms and speed-up ratios.
 
     python scripts/bench_llm_int8.py [--tokens 512] [--repeats 20] [--outliers 8]
 """
@@ -14,6 +15,7 @@ import argparse
 import math
 import statistics
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,15 +23,19 @@ from torch import nn
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (4096, 4096)]
 
 
-def timeit(fn, x, repeats: int) -> float:
-    for _ in range(3):
-        fn(x)
-    out = []
+def time_interleaved(fns: dict[str, Callable], x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms of each function, timed round-robin (one call of each per round), so that a
+    slow spell of a shared machine hits every variant alike."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn(x)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        out.append(time.perf_counter() - t)
-    return statistics.median(out) * 1e3
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
 @torch.inference_mode()
@@ -44,8 +50,9 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"{torch.get_num_threads()} threads, {args.tokens} tokens, {args.outliers} outlier columns, "
           f"median of {args.repeats} (ms; ratio = float32 time / int8 time)")
-    print("| in -> out | fp32 Linear | LLM.int8 dynamic | LLM.int8 static | vector-wise | per-tensor |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| in -> out | fp32 Linear | LLM.int8 dynamic | LLM.int8 static | zeropoint dynamic | zeropoint static "
+          "| vector-wise | per-tensor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for k, n in SHAPES:
         layer = nn.Linear(k, n)
         x = torch.randn(args.tokens, k)
@@ -54,15 +61,15 @@ def main() -> None:
         variants = {
             "dynamic": Int8OutlierLinear.from_float(layer),
             "static": Int8OutlierLinear.from_float(layer, mode="static", outlier_idx=cols),
+            "zeropoint dynamic": Int8OutlierLinear.from_float(layer, zero_point=True),
+            "zeropoint static": Int8OutlierLinear.from_float(layer, mode="static", outlier_idx=cols, zero_point=True),
             "vector": Int8OutlierLinear.from_float(layer, threshold=math.inf),
             "tensor": Int8OutlierLinear.from_float(layer, threshold=math.inf, granularity="tensor"),
         }
         repeats = max(3, args.repeats // 4) if k * n > 4e6 else args.repeats
-        t_float = timeit(layer, x, repeats)
-        cells = [f"{t_float:.2f}"]
-        for m in variants.values():
-            t = timeit(m, x, repeats)
-            cells.append(f"{t:.2f} ({t_float / t:.2f}x)")
+        ms = time_interleaved({"float": layer, **variants}, x, repeats)
+        t_float = ms.pop("float")
+        cells = [f"{t_float:.2f}"] + [f"{t:.2f} ({t_float / t:.2f}x)" for t in ms.values()]
         print(f"| {k} -> {n} | " + " | ".join(cells) + " |")
 
 

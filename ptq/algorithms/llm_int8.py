@@ -89,6 +89,7 @@ def dequantize_weight(W_q: torch.Tensor, s_w: torch.Tensor, W_zero: torch.Tensor
 def decomposed_matmul(
     x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, outliers: torch.Tensor, W_outlier: torch.Tensor | None,
     granularity: str = "vector", integer: bool = True, zero_point: bool = False, W_zero: torch.Tensor | None = None,
+    c_w: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 7 for ``x [M, K]``: ``outliers`` a boolean mask ``[K]`` or the int64 indices of the
     outlier columns; ``W_outlier [N, |O|]`` their float weight columns (``None``: dequantized
@@ -98,8 +99,8 @@ def decomposed_matmul(
     their codes at the code of 0, so that they contribute nothing; the float part is added to
     the rescaled int32 product in place (``addmm``). ``zero_point=True``: activations are
     quantized per row with a zero point (:mod:`ptq.algorithms.zeropoint`, the paper's
-    "zeropoint vector-wise"), and ``W_zero`` ``[N, 1]`` are the weights' zero points (``None``:
-    absmax weights).
+    "zeropoint vector-wise"), ``W_zero`` ``[N, 1]`` are the weights' zero points (``None``:
+    absmax weights) and ``c_w`` their precomputed :func:`~ptq.algorithms.zeropoint.weight_correction`.
     """
     idx = outliers.nonzero().squeeze(1) if outliers.dtype == torch.bool else outliers
     x = x.float()
@@ -107,7 +108,7 @@ def decomposed_matmul(
         if granularity != "vector":
             raise ValueError("zeropoint quantization is per row (granularity 'vector')")
         x_q, s_x, z_x = zeropoint_quantize_rows(x.index_fill(1, idx, 0.0) if idx.numel() else x)
-        y = zeropoint_matmul(x_q, s_x, z_x, W_q, s_w, W_zero, integer=integer)
+        y = zeropoint_matmul(x_q, s_x, z_x, W_q, s_w, W_zero, c_w=c_w, integer=integer)
     elif idx.numel() == 0:
         return int8_matmul_dequant(x, W_q, s_w, granularity, integer)
     else:

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed_matmul, dequantize_weight, outlier_columns
-from ptq.algorithms.zeropoint import zeropoint_quantize_rows
+from ptq.algorithms.zeropoint import weight_correction, zeropoint_quantize_rows
+from ptq.modules.derived import derived
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
@@ -119,10 +120,18 @@ class Int8OutlierLinear(nn.Module):
             y = x2 @ self.dequantized_weight().t()
         else:
             y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out, self.granularity,
-                                  integer=self.compute == "int", zero_point=self.zero_point, W_zero=self.weight_zero)
+                                  integer=self.compute == "int", zero_point=self.zero_point, W_zero=self.weight_zero,
+                                  c_w=self._weight_correction())
         if self.bias is not None:
             y = y.add_(self.bias.float())
         return y.to(dtype).reshape(*shape[:-1], self.out_features)
+
+    def _weight_correction(self) -> torch.Tensor | None:
+        """``r_w - K z_w`` of the zeropoint int32 identity, computed once per weight."""
+        if not self.zero_point or self.compute != "int":
+            return None
+        return derived(self, "weight_correction", (self.weight_q, self.weight_zero),
+                       lambda: weight_correction(self.weight_q, self.weight_zero))
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float ``[N, K]`` weight the module represents (static outlier columns in float)."""

@@ -29,6 +29,7 @@ from torch import nn
 
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric
 from ptq.kernels import fbgemm_pack, int8_matmul, int_mm_supported
+from ptq.modules.derived import derived
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
@@ -131,16 +132,7 @@ class W8A8Linear(nn.Module):
         """
         if self.qweight.device.type != "cpu" or int_mm_supported(M, self.in_features, self.out_features):
             return None
-        try:
-            version = self.qweight._version
-        except RuntimeError:  # an inference-mode tensor has no version counter
-            version = -1
-        key = (self.qweight.data_ptr(), version)
-        cache = self.__dict__.get("_packed_cache")
-        if cache is None or cache[0] != key:
-            cache = (key, fbgemm_pack(self.qweight))
-            self.__dict__["_packed_cache"] = cache
-        return cache[1]
+        return derived(self, "fbgemm", (self.qweight,), lambda: fbgemm_pack(self.qweight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
