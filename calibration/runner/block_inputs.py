@@ -142,6 +142,22 @@ def run_block(block: nn.Module, inputs: BlockInputs, autocast: torch.dtype | Non
 
 
 @torch.inference_mode()
+def advance_block(block: nn.Module, inputs: BlockInputs, autocast: torch.dtype | None = None) -> BlockInputs:
+    """``inputs`` with each mini-batch's hidden states replaced, in place, by ``block``'s outputs
+    (the next block's inputs): a mini-batch's input is not needed once its output exists, so
+    only one copy of the calibration activations is ever held."""
+    with _autocast(block, autocast):
+        for h, a, k in zip(inputs.hidden, inputs.args, inputs.kwargs):
+            out = block_output(block(h, *a, **k))
+            if out.shape != h.shape:
+                raise RuntimeError(f"a decoder block changed the hidden states' shape {tuple(h.shape)} -> "
+                                   f"{tuple(out.shape)}")
+            h.copy_(out)
+            del out
+    return inputs
+
+
+@torch.inference_mode()
 def feed_block(block: nn.Module, inputs: BlockInputs, autocast: torch.dtype | None = None) -> None:
     """Run ``block`` on every mini-batch for its hooks' sake, discarding the outputs; a hook
     may end a mini-batch's forward early by raising :class:`StopForward`."""

@@ -13,7 +13,6 @@ soon as its outputs exist, so peak memory does not grow with depth.
 """
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from calibration.models.blocks import find_decoder_blocks
-from calibration.runner.block_inputs import BlockInputs, autocast_dtype, catch_block_inputs
+from calibration.runner.block_inputs import BlockInputs, advance_block, autocast_dtype, catch_block_inputs
 from calibration.runner.context import BlockContext, LayerRecord
-from calibration.runner.memory import peak_rss_mb
+from calibration.runner.memory import peak_rss_mb, release_memory
 
 if TYPE_CHECKING:
     from calibration.recipes.recipe import Recipe
@@ -112,15 +111,15 @@ def quantize_model(
         for step in recipe.steps:
             step.process_block(ctx)
         if recipe.needs_calibration_data and index + 1 < len(blocks):
-            inputs = inputs.with_hidden(ctx.run())
+            inputs = advance_block(block, inputs, amp)
         del ctx
         block.to(home)
-        gc.collect()
+        release_memory()
         bar.set_postfix_str(f"block {index + 1}/{len(blocks)}")
         bar.update(1)
     bar.close()
     del inputs
-    gc.collect()
+    release_memory()
 
     for step in recipe.steps:
         result.steps.append({**step.to_dict(), **step.finalize(model)})
