@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (4096, 4096)]
+# the 7 linears of one SmolLM2-135M decoder block: q, o (576->576), k, v (576->192), gate, up, down
+BLOCK = {(576, 576): 2, (576, 192): 2, (576, 1536): 2, (1536, 576): 1}
 
 
 def time_interleaved(fns: dict[str, Callable], x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -53,6 +55,7 @@ def main() -> None:
     print("| in -> out | fp32 Linear | LLM.int8 dynamic | LLM.int8 static | zeropoint dynamic | zeropoint static "
           "| vector-wise | per-tensor |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    block: dict[str, float] = {}
     for k, n in SHAPES:
         layer = nn.Linear(k, n)
         x = torch.randn(args.tokens, k)
@@ -69,8 +72,15 @@ def main() -> None:
         repeats = max(3, args.repeats // 4) if k * n > 4e6 else args.repeats
         ms = time_interleaved({"float": layer, **variants}, x, repeats)
         t_float = ms.pop("float")
-        cells = [f"{t_float:.2f}"] + [f"{t:.2f} ({t_float / t:.2f}x)" for t in ms.values()]
-        print(f"| {k} -> {n} | " + " | ".join(cells) + " |")
+        print(f"| {k} -> {n} | " + " | ".join(_cells(t_float, ms)) + " |")
+        for name, t in {"float": t_float, **ms}.items():
+            block[name] = block.get(name, 0.0) + BLOCK.get((k, n), 0) * t
+    t_float = block.pop("float")
+    print("| **one SmolLM2 block (q, k, v, o, gate, up, down)** | " + " | ".join(_cells(t_float, block)) + " |")
+
+
+def _cells(t_float: float, ms: dict[str, float]) -> list[str]:
+    return [f"{t_float:.2f}"] + [f"{t:.2f} ({t_float / t:.2f}x)" for t in ms.values()]
 
 
 if __name__ == "__main__":
