@@ -130,3 +130,22 @@ def test_gptq_paper_preset_on_local_stand_ins(model_dir, corpora, monkeypatch, t
     md = render(cfg, store, tmp_path / "out").markdown
     assert "OPT-125M wikitext2 (paper)" in md.splitlines()[0]
     assert "| GPTQ W3 |" in md and "| 53.85 |" in md
+
+
+def test_autocast_rows_get_their_own_keys_and_others_keep_theirs(config_file, tmp_path):
+    text = config_file.read_text()
+    plain = plan_cells(load_config(config_file))
+    with_amp = tmp_path / "amp.toml"
+    with_amp.write_text(text + '''[[methods]]
+label = "GPTQ W3 g32 bf16"
+autocast = "bfloat16"
+steps = [{step = "gptq", bits = 3, granularity = "group", group_size = 32}]
+''')
+    cells = plan_cells(load_config(with_amp))
+    assert [c.key for c in cells[: len(plain)]] == [c.key for c in plain]  # unchanged by the new field
+    gptq = {c.method.label: c.key for c in cells if c.seed == 0 and c.dataset.label == "a"}
+    assert gptq["GPTQ W3 g32 bf16"] != gptq["GPTQ W3 g32"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text + '[[methods]]\nlabel = "x"\nautocast = "int8"\nsteps = [{step = "rtn"}]\n')
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        load_config(bad)
