@@ -22,6 +22,9 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
+    from ptq.kernels.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the same glibc settings as the ptq CLI, for every variant alike
 
     from calibration.data import tokenize_corpus
     from calibration.models import load_model

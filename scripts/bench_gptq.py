@@ -82,6 +82,9 @@ def main() -> None:
                     help="calibration forward passes under torch.autocast (default: float32)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
+    from ptq.kernels.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the same glibc settings as the ptq CLI, for every variant alike
     if args.tiny:
         args.nsamples, args.seqlen = min(args.nsamples, 16), min(args.seqlen, 64)
         args.group_size = min(args.group_size, 32)

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="SmolLM2 shapes only")
     args = p.parse_args(argv)
+    from ptq.kernels.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the same glibc settings as the ptq CLI, for every variant alike
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "

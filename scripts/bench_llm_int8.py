@@ -47,6 +47,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--outliers", type=int, default=8, help="input columns with |x| > threshold")
     args = p.parse_args()
+    from ptq.kernels.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the same glibc settings as the ptq CLI, for every variant alike
     from ptq.modules.llm_int8_linear import Int8OutlierLinear
 
     torch.manual_seed(0)

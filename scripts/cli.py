@@ -44,6 +44,10 @@ def quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is not None:
+        from ptq.kernels.allocator import keep_freed_memory
+
+        keep_freed_memory()  # int8 layers reuse freed blocks instead of page-faulting new ones per call
     if getattr(args, "quiet", False):
         quiet_libraries()
     try:
