@@ -27,7 +27,7 @@ import math
 import torch
 
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
-from ptq.algorithms.zeropoint import zeropoint_matmul, zeropoint_quantize_rows
+from ptq.algorithms.zeropoint import zeropoint_dequantize, zeropoint_matmul, zeropoint_quantize_rows
 from ptq.kernels import int8_matmul
 
 __all__ = ["QMAX", "absmax_quantize", "outlier_columns", "check_threshold", "int8_matmul_dequant",
@@ -82,8 +82,8 @@ def _codes_matmul(x_q: torch.Tensor, s_x: torch.Tensor, W_q: torch.Tensor, s_w: 
 def dequantize_weight(W_q: torch.Tensor, s_w: torch.Tensor, W_zero: torch.Tensor | None = None) -> torch.Tensor:
     """``(W_q - W_zero) * s_w`` with ``s_w`` per output row ``[N, 1]`` / ``[N]`` or per tensor ``[]``
     (``W_zero``: per-row int zero points of zeropoint weights, ``None`` for absmax)."""
-    W = W_q.float() if W_zero is None else (W_q.to(torch.int32) - W_zero.reshape(-1, 1)).float()
-    return W * (s_w.reshape(-1, 1) if s_w.dim() else s_w)
+    return zeropoint_dequantize(W_q, s_w.reshape(-1, 1) if s_w.dim() else s_w,
+                                0 if W_zero is None else W_zero.reshape(-1, 1))
 
 
 def decomposed_matmul(

@@ -40,8 +40,8 @@ def zeropoint_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return codes, scale, zero.to(torch.int32)
 
 
-def zeropoint_dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """``s (q - z)`` as float32 (``scale`` / ``zero`` broadcast against ``codes``)."""
+def zeropoint_dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | int) -> torch.Tensor:
+    """``s (q - z)`` as float32 (``scale`` / ``zero`` broadcast against ``codes``; ``zero=0``: absmax codes)."""
     return (codes.to(torch.int32) - zero).float().mul_(scale)
 
 
@@ -62,8 +62,8 @@ def zeropoint_matmul(
     computed here if not given); ``integer=False``: a float matmul of the dequantized values.
     """
     if not integer:
-        W = W_q.float() if z_w is None else (W_q.to(torch.int32) - z_w.reshape(-1, 1)).float()
-        return zeropoint_dequantize(x_q, s_x, z_x) @ W.mul_(s_w.reshape(-1, 1)).t()
+        W = zeropoint_dequantize(W_q, s_w.reshape(-1, 1), 0 if z_w is None else z_w.reshape(-1, 1))
+        return zeropoint_dequantize(x_q, s_x, z_x) @ W.t()
     acc = int8_matmul(x_q, W_q)
     if z_w is not None:
         acc.addr_(x_q.sum(dim=1, dtype=torch.int32), z_w.reshape(-1).to(torch.int32), alpha=-1)
