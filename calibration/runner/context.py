@@ -98,13 +98,16 @@ class BlockContext:
         order: list[str] = []  # first-call order in the first mini-batch
         stop_after: list[str] = []  # the layer whose input ends later passes early, if any
 
+        checked: list[torch.Tensor] = []  # the last input checked (q/k/v, gate/up share one tensor)
+
         def hook(module: nn.Module, args: tuple, name: str) -> None:
             x = args[0]
-            if not torch.isfinite(x).all():
+            if not (checked and checked[0] is x) and not torch.isfinite(x).all():
                 raise ValueError(
                     f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
                     "check the model's dtype (float16 overflows) or the previous quantization steps"
                 )
+            checked[:] = [x]
             stats[name].update(x)
             if not calls[name]:
                 order.append(name)
@@ -121,4 +124,5 @@ class BlockContext:
         finally:
             for h in handles:
                 h.remove()
+            checked.clear()
         return stats
