@@ -20,7 +20,8 @@ from calibration.observers import OBSERVERS, MSEObserver, make_observer
 from calibration.recipes.step import Step, register_step
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.modules.swap import set_submodule
-from ptq.modules.w8a8_linear import ACT_MODES, EXEC_MODES, QMAX, W8A8Linear
+from ptq.algorithms.absmax import QMAX
+from ptq.modules.w8a8_linear import ACT_MODES, EXEC_MODES, W8A8Linear
 from ptq.spec import QuantSpec
 
 WEIGHT_SPEC = QuantSpec(bits=8, symmetric=True, granularity="channel")

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric
+from ptq.algorithms.absmax import absmax_scale, quantize_rows, quantize_symmetric
 from ptq.kernels import fbgemm_pack, int8_matmul, int_mm_supported
 from ptq.modules.derived import derived
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
