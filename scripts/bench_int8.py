@@ -19,12 +19,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ptq.kernels import int8_matmul
+from ptq.kernels import choose_backend, cpu_int8_support, int8_matmul
 from ptq.modules.w8a8_linear import W8A8Linear, quantize_per_token
 
 SMOL = [(512, 576, 576), (512, 576, 192), (512, 576, 1536), (512, 1536, 576)]
 LARGE = [(512, 4096, 4096), (2048, 4096, 4096)]
-DECODE = [(1, 576, 1536), (1, 1536, 576)]  # one token: torch._int_mm refuses M <= 16, fbgemm (cached pack) runs
+DECODE = [(1, 576, 1536), (1, 1536, 576)]  # one token: torch._int_mm refuses M <= 16 (fbgemm or float then)
 
 
 def median_ms(fn: Callable[[], object], repeats: int, min_ms: float) -> float:
@@ -51,7 +51,7 @@ def bench_shape(M: int, K: int, N: int, repeats: int, min_ms: float) -> dict[str
     tok = W8A8Linear.from_float(lin, act="per-token")
     static = W8A8Linear.from_float(lin, act="static", act_scale=float(x.abs().max()) / 127)
     xq, _ = quantize_per_token(x)
-    packed = tok._fbgemm_packed(M)
+    packed = tok._packed_weight(M)
     return {
         "fp32": median_ms(lambda: lin(x), repeats, min_ms),
         "w8a8_token": median_ms(lambda: tok(x), repeats, min_ms),
@@ -74,12 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"cpu capability {torch.backends.cpu.get_cpu_capability()}, median of {args.repeats}")
+          f"median of {args.repeats}; {cpu_int8_support().describe()}")
     cols = ["fp32", "w8a8_token", "w8a8_static", "act_quant", "int8_mm"]
-    print(f"{'M x K -> N':>20} " + " ".join(f"{c + ' ms':>15}" for c in cols) + f" {'fp32/token':>11} {'fp32/static':>11} {'fp32/mm':>8}")
+    print(f"{'M x K -> N':>20} {'int8 backend':>12} " + " ".join(f"{c + ' ms':>15}" for c in cols)
+          + f" {'fp32/token':>11} {'fp32/static':>11} {'fp32/mm':>8}")
     for M, K, N in SMOL + DECODE + ([] if args.quick else LARGE):
         r = bench_shape(M, K, N, args.repeats if M * K * N < 4e9 else 3, args.min_ms)
-        print(f"{f'{M} x {K} -> {N}':>20} " + " ".join(f"{r[c]:15.3f}" for c in cols)
+        print(f"{f'{M} x {K} -> {N}':>20} {choose_backend(M, K, N):>12} " + " ".join(f"{r[c]:15.3f}" for c in cols)
               + f" {r['fp32'] / r['w8a8_token']:11.2f} {r['fp32'] / r['w8a8_static']:11.2f} {r['fp32'] / r['int8_mm']:8.2f}",
               flush=True)
     return 0

@@ -50,11 +50,14 @@ def main() -> None:
     from ptq.kernels.allocator import keep_freed_memory
 
     keep_freed_memory()  # the same glibc settings as the ptq CLI, for every variant alike
+    from ptq.kernels import choose_backend, cpu_int8_support
     from ptq.modules.llm_int8_linear import Int8OutlierLinear
 
     torch.manual_seed(0)
     print(f"{torch.get_num_threads()} threads, {args.tokens} tokens, {args.outliers} outlier columns, "
           f"median of {args.repeats} (ms; ratio = float32 time / int8 time)")
+    print(f"{cpu_int8_support().describe()}; int8 backend at {args.tokens} x 576 x 576: "
+          f"{choose_backend(args.tokens, 576, 576)}")
     print("| in -> out | fp32 Linear | LLM.int8 dynamic | LLM.int8 static | zeropoint dynamic | zeropoint static "
           "| vector-wise | per-tensor |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

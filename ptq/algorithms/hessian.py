@@ -36,6 +36,22 @@ def _raise_non_finite(X: torch.Tensor) -> None:
     )
 
 
+def clip_token_norms(x: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Scale down the tokens of ``x [..., seq, in]`` whose norm exceeds ``ratio`` x their sequence's median.
+
+    ``x_t <- x_t * min(1, ratio * median_s ||x_s|| / ||x_t||)``, the median over dimension -2
+    (the tokens of one sequence; a 2-D ``x`` is one sequence), so the result does not depend
+    on how sequences are batched. A few "massive activation" tokens (Sun et al., 2024: the
+    first token of a sequence, an attention sink, reaches |x| in the thousands at the input of
+    some MLP down-projections) otherwise make up nearly all of ``H = 2/n sum x x^T`` there,
+    and GPTQ then fits those few tokens at the expense of all the others.
+    """
+    norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # [..., seq, 1]
+    limit = ratio * norms.median(dim=-2, keepdim=True).values
+    factor = torch.where(norms > limit, limit / norms.clamp_min(torch.finfo(x.dtype).tiny), torch.ones_like(norms))
+    return x * factor
+
+
 class HessianAccumulator:
     """Running ``H = 2/n * sum x x^T`` over the inputs ``x [..., in_features]`` of one layer.
 
@@ -45,6 +61,9 @@ class HessianAccumulator:
             ``torch.float64``; inputs of any float dtype are converted to it.
         device: where ``H`` lives (default CPU).
         triangular: accumulate the upper triangle only (default); ``False`` uses one full matmul.
+        token_clip: if set (> 1), a token whose input norm exceeds ``token_clip`` times the median
+            token norm of its sequence is scaled down to that norm before it enters ``H``
+            (see :func:`clip_token_norms`). ``None`` (default): every token as it is.
     """
 
     def __init__(
@@ -53,13 +72,17 @@ class HessianAccumulator:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
         triangular: bool = True,
+        token_clip: float | None = None,
     ) -> None:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"Hessian dtype must be torch.float32 or torch.float64, got {dtype}")
         if in_features < 1:
             raise ValueError(f"in_features must be positive, got {in_features}")
+        if token_clip is not None and not token_clip > 1:
+            raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), got {token_clip!r}")
         self.in_features = in_features
         self.dtype = dtype
+        self.token_clip = token_clip
         with torch.inference_mode(False):  # a normal tensor even when built inside inference mode
             self._H = torch.zeros(in_features, in_features, dtype=dtype, device=device)
         self.nsamples = 0
@@ -70,11 +93,14 @@ class HessianAccumulator:
         """Add the rows of ``x [..., in_features]`` (each row one input vector)."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected inputs [..., {self.in_features}], got shape {tuple(x.shape)}")
-        X = x.detach().reshape(-1, self.in_features)
-        m = X.shape[0]
-        if m == 0:
+        X = x.detach()
+        if X.numel() == 0:
             return
         X = X.to(device=self._H.device, dtype=self.dtype)
+        if self.token_clip is not None:
+            X = clip_token_norms(X, self.token_clip)
+        X = X.reshape(-1, self.in_features)
+        m = X.shape[0]
         n = self.nsamples
         beta, alpha = n / (n + m), 2.0 / (n + m)
         if self._triangular:

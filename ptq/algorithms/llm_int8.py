@@ -28,7 +28,7 @@ import torch
 
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
 from ptq.algorithms.zeropoint import zeropoint_dequantize, zeropoint_matmul, zeropoint_quantize_rows
-from ptq.kernels import int8_matmul
+from ptq.kernels import PackedWeight, int8_matmul
 
 __all__ = ["QMAX", "absmax_quantize", "outlier_columns", "check_threshold", "int8_matmul_dequant",
            "dequantize_weight", "decomposed_matmul"]
@@ -63,19 +63,21 @@ def _rescale(acc: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.T
 
 
 def int8_matmul_dequant(
-    x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, granularity: str = "vector", integer: bool = True
+    x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, granularity: str = "vector", integer: bool = True,
+    packed: PackedWeight | None = None,
 ) -> torch.Tensor:
     """``(s_x s_w^T) * (X_q W_q^T)`` for float ``x [M, K]`` and int8 ``W_q [N, K]`` with scales
     ``s_w`` ``[N, 1]`` (vector) or ``[]`` (tensor). ``integer=False`` computes the same thing as a
-    float matmul of the dequantized codes (fake quantization)."""
+    float matmul of the dequantized codes (fake quantization). ``packed``: ``W_q`` as the int8
+    backend wants it (:func:`ptq.kernels.pack_weight`)."""
     x_q, s_x = absmax_quantize(x, dim=-1 if granularity == "vector" else None)
-    return _codes_matmul(x_q, s_x, W_q, s_w, integer)
+    return _codes_matmul(x_q, s_x, W_q, s_w, integer, packed)
 
 
 def _codes_matmul(x_q: torch.Tensor, s_x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor,
-                  integer: bool) -> torch.Tensor:
+                  integer: bool, packed: PackedWeight | None = None) -> torch.Tensor:
     if integer:
-        return _rescale(int8_matmul(x_q, W_q), s_x, s_w)
+        return _rescale(int8_matmul(x_q, W_q, packed=packed), s_x, s_w)
     return (x_q.float() * s_x) @ dequantize_weight(W_q, s_w).t()
 
 
@@ -89,7 +91,7 @@ def dequantize_weight(W_q: torch.Tensor, s_w: torch.Tensor, W_zero: torch.Tensor
 def decomposed_matmul(
     x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, outliers: torch.Tensor, W_outlier: torch.Tensor | None,
     granularity: str = "vector", integer: bool = True, zero_point: bool = False, W_zero: torch.Tensor | None = None,
-    c_w: torch.Tensor | None = None,
+    c_w: torch.Tensor | None = None, packed: PackedWeight | None = None,
 ) -> torch.Tensor:
     """Eq. 7 for ``x [M, K]``: ``outliers`` a boolean mask ``[K]`` or the int64 indices of the
     outlier columns; ``W_outlier [N, |O|]`` their float weight columns (``None``: dequantized
@@ -101,6 +103,7 @@ def decomposed_matmul(
     quantized per row with a zero point (:mod:`ptq.algorithms.zeropoint`, the paper's
     "zeropoint vector-wise"), ``W_zero`` ``[N, 1]`` are the weights' zero points (``None``:
     absmax weights) and ``c_w`` their precomputed :func:`~ptq.algorithms.zeropoint.weight_correction`.
+    ``packed``: ``W_q`` as the int8 backend wants it (:func:`ptq.kernels.pack_weight`).
     """
     idx = outliers.nonzero().squeeze(1) if outliers.dtype == torch.bool else outliers
     x = x.float()
@@ -108,15 +111,15 @@ def decomposed_matmul(
         if granularity != "vector":
             raise ValueError("zeropoint quantization is per row (granularity 'vector')")
         x_q, s_x, z_x = zeropoint_quantize_rows(x.index_fill(1, idx, 0.0) if idx.numel() else x)
-        y = zeropoint_matmul(x_q, s_x, z_x, W_q, s_w, W_zero, c_w=c_w, integer=integer)
+        y = zeropoint_matmul(x_q, s_x, z_x, W_q, s_w, W_zero, c_w=c_w, integer=integer, packed=packed)
     elif idx.numel() == 0:
-        return int8_matmul_dequant(x, W_q, s_w, granularity, integer)
+        return int8_matmul_dequant(x, W_q, s_w, granularity, integer, packed)
     else:
         a = x.abs()
         a.index_fill_(1, idx, 0.0)
         s_x = absmax_scale(a.amax(dim=-1, keepdim=True) if granularity == "vector" else a.amax())
         x_q = quantize_symmetric(x, s_x).index_fill_(1, idx, 0)  # outlier columns contribute nothing here
-        y = _codes_matmul(x_q, s_x, W_q, s_w, integer)
+        y = _codes_matmul(x_q, s_x, W_q, s_w, integer, packed)
     if idx.numel():
         if W_outlier is None:
             W_outlier = dequantize_weight(W_q.index_select(1, idx), s_w, W_zero)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ptq.kernels import int8_matmul
+from ptq.kernels import PackedWeight, int8_matmul
 
 QMIN, QMAX = -128, 127
 LEVELS = 255
@@ -54,17 +54,19 @@ def weight_correction(W_q: torch.Tensor, z_w: torch.Tensor | None) -> torch.Tens
 def zeropoint_matmul(
     x_q: torch.Tensor, s_x: torch.Tensor, z_x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor,
     z_w: torch.Tensor | None, c_w: torch.Tensor | None = None, integer: bool = True,
+    packed: PackedWeight | None = None,
 ) -> torch.Tensor:
     """``(s_x (Q_x - z_x)) (s_w (Q_w - z_w))^T`` for ``x_q [M, K]`` with per-row ``s_x`` / ``z_x`` ``[M, 1]``,
     ``W_q [N, K]`` with per-row ``s_w`` ``[N, 1]`` and ``z_w`` ``[N, 1]`` (``None``: symmetric, 0).
 
     ``integer=True``: the int32 identity of the module docstring (``c_w`` = :func:`weight_correction`,
-    computed here if not given); ``integer=False``: a float matmul of the dequantized values.
+    computed here if not given, ``packed`` the int8 backend's form of ``W_q``); ``integer=False``: a
+    float matmul of the dequantized values.
     """
     if not integer:
         W = zeropoint_dequantize(W_q, s_w.reshape(-1, 1), 0 if z_w is None else z_w.reshape(-1, 1))
         return zeropoint_dequantize(x_q, s_x, z_x) @ W.t()
-    acc = int8_matmul(x_q, W_q)
+    acc = int8_matmul(x_q, W_q, packed=packed)
     if z_w is not None:
         acc.addr_(x_q.sum(dim=1, dtype=torch.int32), z_w.reshape(-1).to(torch.int32), alpha=-1)
     acc.addr_(z_x.reshape(-1), weight_correction(W_q, z_w) if c_w is None else c_w, alpha=-1)

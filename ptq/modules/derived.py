@@ -10,6 +10,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ptq.kernels import PACKABLE_BACKENDS, PackedWeight, choose_backend, pack_weight
+
 
 def _key(t: torch.Tensor | None) -> tuple[int, int]:
     if t is None:
@@ -29,3 +31,13 @@ def derived(module: nn.Module, name: str, sources: tuple[torch.Tensor | None, ..
         cache = (key, build())
         module.__dict__[f"_derived_{name}"] = cache
     return cache[1]
+
+
+def packed_int8_weight(module: nn.Module, W_q: torch.Tensor, M: int) -> PackedWeight | None:
+    """``W_q [N, K]`` (a buffer of ``module``) in the form the int8 backend chosen for ``M`` rows
+    computes with (fbgemm's pack, or float32 codes), cached per backend; ``None`` when that
+    backend uses the codes as they are (``torch._int_mm``)."""
+    backend = choose_backend(M, W_q.shape[1], W_q.shape[0], W_q.device)
+    if backend not in PACKABLE_BACKENDS:
+        return None
+    return derived(module, f"int8_{backend}", (W_q,), lambda: pack_weight(W_q, backend))

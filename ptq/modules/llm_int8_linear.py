@@ -32,7 +32,7 @@ from torch import nn
 
 from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed_matmul, dequantize_weight, outlier_columns
 from ptq.algorithms.zeropoint import weight_correction, zeropoint_quantize_rows
-from ptq.modules.derived import derived
+from ptq.modules.derived import derived, packed_int8_weight
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
@@ -121,7 +121,9 @@ class Int8OutlierLinear(nn.Module):
         else:
             y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out, self.granularity,
                                   integer=self.compute == "int", zero_point=self.zero_point, W_zero=self.weight_zero,
-                                  c_w=self._weight_correction())
+                                  c_w=self._weight_correction(),
+                                  packed=packed_int8_weight(self, self.weight_q, x2.shape[0]) if self.compute == "int"
+                                  else None)
         if self.bias is not None:
             y = y.add_(self.bias.float())
         return y.to(dtype).reshape(*shape[:-1], self.out_features)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ptq.algorithms.absmax import absmax_scale, quantize_rows, quantize_symmetric
-from ptq.kernels import fbgemm_pack, int8_matmul, int_mm_supported
-from ptq.modules.derived import derived
+from ptq.kernels import PackedWeight, int8_matmul
+from ptq.modules.derived import packed_int8_weight
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
@@ -125,21 +125,17 @@ class W8A8Linear(nn.Module):
             return quantize_per_token(x2)
         return quantize_symmetric(x2, self.act_scale), self.act_scale
 
-    def _fbgemm_packed(self, M: int) -> list[object] | None:
-        """fbgemm's packed weight for the small-``M`` fallback (decoding), built once and cached.
-
-        Not a buffer (not saved); rebuilt when ``qweight`` is replaced or changed in place.
-        """
-        if self.qweight.device.type != "cpu" or int_mm_supported(M, self.in_features, self.out_features):
-            return None
-        return derived(self, "fbgemm", (self.qweight,), lambda: fbgemm_pack(self.qweight))
+    def _packed_weight(self, M: int) -> PackedWeight | None:
+        """``qweight`` as the int8 backend for ``M`` rows wants it, cached (not saved; rebuilt when
+        ``qweight`` is replaced or changed in place); see :func:`ptq.modules.derived.packed_int8_weight`."""
+        return packed_int8_weight(self, self.qweight, M)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         xq, s_x = self.quantize_input(x2)
         if self.mode == "int":
-            acc = int8_matmul(xq, self.qweight, packed=self._fbgemm_packed(xq.shape[0]))
+            acc = int8_matmul(xq, self.qweight, packed=self._packed_weight(xq.shape[0]))
             y = torch.mul(acc, s_x).mul_(self.weight_scale)
         else:
             y = (xq.float() * s_x) @ self.dequantize_weight().t()

@@ -1,6 +1,8 @@
 """W8A8Linear: the int and fake paths agree, the output is close to the float layer, swap registry."""
 import pytest
 import torch
+
+from ptq.kernels import cpu_int8_support
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -40,7 +42,7 @@ def test_int_and_fake_agree_and_close_to_float(conv: bool, act: str) -> None:
 
 def test_small_batch_uses_fallback_kernel() -> None:
     q = W8A8Linear.from_float(_layer(), act="per-token")
-    x = torch.randn(3, 64)  # M = 3 <= 16: torch._int_mm refuses, fbgemm computes it
+    x = torch.randn(3, 64)  # M = 3 <= 16: torch._int_mm refuses, fbgemm or float computes it
     y_int = q(x)
     q.mode = "fake"
     torch.testing.assert_close(y_int, q(x), rtol=1e-5, atol=1e-5)
@@ -77,12 +79,16 @@ def test_registry_config_and_to_float() -> None:
     torch.testing.assert_close(model[0].weight.t(), q.dequantize_weight())
 
 
-def test_fbgemm_pack_is_cached_and_refreshed() -> None:
+@pytest.mark.parametrize("backend", ["fbgemm", "float"])
+def test_packed_weight_is_cached_and_refreshed(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend == "fbgemm" and not cpu_int8_support().fbgemm_exact:
+        pytest.skip(cpu_int8_support().describe())
+    monkeypatch.setenv("PTQ_INT8_BACKEND", backend)
     q = W8A8Linear.from_float(_layer(), act="per-token")
     x = torch.randn(2, 64)
     y1 = q(x)
-    packed = q._fbgemm_packed(2)
-    assert packed is not None and q._fbgemm_packed(2) is packed
+    packed = q._packed_weight(2)
+    assert packed is not None and packed.backend == backend and q._packed_weight(2) is packed
     q.qweight.mul_(-1)  # in-place change: the cached pack must be rebuilt
-    assert q._fbgemm_packed(2) is not packed
+    assert q._packed_weight(2) is not packed
     torch.testing.assert_close(q(x) - q.bias, -(y1 - q.bias), rtol=1e-5, atol=1e-5)
