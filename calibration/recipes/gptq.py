@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,8 +51,10 @@ class InputRouter:
     With ``accumulate=False`` only the order and sharing are recorded.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32, accumulate: bool = True) -> None:
+    def __init__(self, dtype: torch.dtype = torch.float32, accumulate: bool = True,
+                 token_clip: float | None = None) -> None:
         self.dtype = dtype
+        self.token_clip = token_clip
         self.accumulate = accumulate
         self.order: list[str] = []
         self.leader: dict[str, str] = {}
@@ -79,7 +81,8 @@ class InputRouter:
         elif self.accumulate:
             t0 = time.perf_counter()
             if name not in self.hessians:
-                self.hessians[name] = HessianAccumulator(x.shape[-1], self.dtype, device=x.device)
+                self.hessians[name] = HessianAccumulator(x.shape[-1], self.dtype, device=x.device,
+                                                          token_clip=self.token_clip)
             self.hessians[name].update(x)
             self.seconds += time.perf_counter() - t0
         self._last = (name, x)
@@ -115,6 +118,9 @@ class GPTQStep(Step):
         blocksize, damp, act_order, static_groups, mse: as :func:`ptq.algorithms.gptq`.
         true_sequential: quantize the block's layers group by group (see module docstring).
         hessian_dtype: ``"float32"`` (default, as the reference) or ``"float64"``.
+        token_clip: scale a token whose layer input is more than ``token_clip`` times its
+            sequence's median token norm down to that norm before it enters ``H``
+            (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
     """
 
     bits: int = 4
@@ -130,6 +136,7 @@ class GPTQStep(Step):
     true_sequential: bool = False
     mse: bool = False
     hessian_dtype: str = "float32"
+    token_clip: float | None = field(default=None, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         self.spec = QuantSpec(
@@ -142,6 +149,9 @@ class GPTQStep(Step):
             raise ValueError(f"blocksize must be a positive integer, got {self.blocksize!r}")
         if not (isinstance(self.damp, (int, float)) and 0 <= self.damp <= 1):
             raise ValueError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
+        if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
+            raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
+                             f"got {self.token_clip!r}")
         if self.static_groups and self.granularity != "group":
             raise ValueError("static_groups needs granularity 'group' with a group_size")
         qparams_function(self.mse)  # fails early if the mse grid search is unavailable
@@ -156,7 +166,7 @@ class GPTQStep(Step):
         layers = ctx.linear_layers()
         groups = self._sequential_groups(ctx, layers) if self.true_sequential else [list(layers)]
         for names in groups:
-            router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype])
+            router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype], token_clip=self.token_clip)
             t0 = time.perf_counter()
             ctx.observe_inputs(names, router.stat)
             router.release()

@@ -13,7 +13,11 @@ Compressor's SmoothQuant auto-tuning: each candidate block is smoothed, its line
 fake-quantized W8A8 (weights int8 per channel; activations per-token, or per-tensor static
 with the min-max range of the smoothed calibration inputs, ``max_j max|X_j| / s_j``), and the
 MSE of its outputs against the float block's outputs on the calibration data is measured;
-the smallest error wins (ties: the smaller alpha). The search runs on the first
+the smallest error wins (ties: the smaller alpha). With ``search_metric="token-relative"``
+each token's squared error is divided by its float output's squared norm first
+(:func:`token_relative_mse`): the next block's norm rescales every token to unit RMS, so
+that is the error it sees, and a few massive-activation tokens (attention sinks, |h| in
+the thousands) no longer decide alone. The search runs on the first
 ``search_samples`` calibration segments (16 by default: 11 candidates x 16 segments cost
 less than two passes over 128), the statistics (``max|X_j|``) on all of them. Chosen alphas
 go into each smoothed layer's record and the step's summary (``ptq.json``).
@@ -78,6 +82,20 @@ def _mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
     return num / max(sum(b.numel() for b in ref), 1)
 
 
+def token_relative_mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    """Mean over tokens of ``||h_t - h^_t||^2 / ||h_t||^2`` (``ref`` the float outputs ``h``, last dim the features)."""
+    total, count = 0.0, 0
+    for a, b in zip(out, ref):
+        b = b.float()
+        err = (a.float() - b).pow(2).sum(-1)
+        total += float((err / b.pow(2).sum(-1).clamp_min(torch.finfo(torch.float32).tiny)).sum())
+        count += err.numel()
+    return total / max(count, 1)
+
+
+SEARCH_METRICS = {"mse": _mse, "token-relative": token_relative_mse}
+
+
 @register_step("smoothquant")
 @dataclass
 class SmoothQuantStep(Step):
@@ -88,12 +106,15 @@ class SmoothQuantStep(Step):
         prev_linear: also smooth linear -> linear pairs (v -> o, up -> down) where the path allows it.
         act: activation quantization the ``"auto"`` search simulates: ``"per-token"`` or ``"static"``.
         search_samples: calibration segments the ``"auto"`` search measures each alpha on (0: all).
+        search_metric: what the ``"auto"`` search minimises: ``"mse"`` of the block outputs (default,
+            as Neural Compressor) or ``"token-relative"`` (:func:`token_relative_mse`).
     """
 
     alpha: float | str = 0.5
     prev_linear: bool = True
     act: str = "per-token"
     search_samples: int = field(default=16, metadata={"omit_default": True})
+    search_metric: str = field(default="mse", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.alpha != "auto":
@@ -102,6 +123,8 @@ class SmoothQuantStep(Step):
             raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
         if isinstance(self.search_samples, bool) or not isinstance(self.search_samples, int) or self.search_samples < 0:
             raise ValueError(f"search_samples must be a non-negative integer (0: all), got {self.search_samples!r}")
+        if self.search_metric not in SEARCH_METRICS:
+            raise ValueError(f"search_metric must be one of {', '.join(SEARCH_METRICS)}, got {self.search_metric!r}")
         self._plans: dict[tuple[str, ...], SmoothingPlan] = {}
         self._summary: dict[str, Any] = {}
 
@@ -140,7 +163,7 @@ class SmoothQuantStep(Step):
                 static = None if self.act != "static" else {
                     n: float((absmax[n] / scales[n]).max() if n in scales else absmax[n].max()) for n in layers}
                 with fake_w8a8(layers, self.act, static):
-                    errors[alpha] = _mse(ctx.run(), ref)
+                    errors[alpha] = SEARCH_METRICS[self.search_metric](ctx.run(), ref)
                 ctx.block.load_state_dict(saved)
         finally:
             ctx.block.load_state_dict(saved)

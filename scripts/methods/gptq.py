@@ -23,6 +23,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="GPTQ dampening, a fraction of mean(diag H) added to diag H (default 0.01)")
     group.add_argument("--mse", action="store_true",
                        help="GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
+    group.add_argument("--token-clip", type=float, default=None, metavar="R",
+                       help="scale tokens whose layer input norm exceeds R x their sequence's median down to it "
+                            "before they enter the Hessian (massive-activation / attention-sink tokens); "
+                            "R > 1, default off")
 
 
 def gptq_step(args: argparse.Namespace) -> GPTQStep:
@@ -30,7 +34,7 @@ def gptq_step(args: argparse.Namespace) -> GPTQStep:
     return GPTQStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
         blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,
-        true_sequential=args.true_sequential, mse=args.mse,
+        true_sequential=args.true_sequential, mse=args.mse, token_clip=args.token_clip,
     )
 
 

@@ -28,6 +28,9 @@ def alpha_arg(text: str) -> float | str:
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--alpha", type=alpha_arg, default=0.5,
                        help="SmoothQuant migration strength 0..1, or 'auto' (per-block grid search; default 0.5)")
+    group.add_argument("--search-metric", default="mse", choices=["mse", "token-relative"],
+                       help="what --alpha auto minimises: the block outputs' MSE (default), or the mean per-token "
+                            "relative squared error (massive-activation tokens do not decide alone)")
     group.add_argument("--no-prev-linear", dest="prev_linear", action="store_false",
                        help="smooth only norm -> linear groups, not the linear -> linear pairs (v -> o, up -> down) "
                             "where the path allows them (smoothing them is the default)")
@@ -43,6 +46,9 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     if weight_only:
         raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then {args.then}: that step "
                          "quantizes weights only; use --then w8a8 (the default) for int8 activations, or drop them")
-    smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args))
+    if args.search_metric != "mse" and args.alpha != "auto":
+        raise UsageError(f"--search-metric {args.search_metric} needs --alpha auto (a fixed alpha searches nothing)")
+    smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args),
+                             search_metric=args.search_metric)
     then = {"w8a8": w8a8_step, "rtn": weight_step, "gptq": gptq_step}[args.then](args)
     return Recipe([smooth, then])

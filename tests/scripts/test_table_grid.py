@@ -64,6 +64,10 @@ class Stop(Exception):
     pass
 
 
+def _without_times(markdown: str) -> list[str]:
+    return [line.rsplit("|", 2)[0] for line in markdown.splitlines()]
+
+
 def test_interrupted_grid_resumes_to_the_same_table(config_file, tmp_path):
     cfg = load_config(config_file)
     n_cells = len(plan_cells(cfg))
@@ -86,7 +90,9 @@ def test_interrupted_grid_resumes_to_the_same_table(config_file, tmp_path):
     fresh = ResultsStore(tmp_path / "fresh.jsonl")
     run_grid(cfg, fresh)
     resumed, clean = render(cfg, store, tmp_path / "out", delta=True), render(cfg, fresh, delta=True)
-    assert resumed.markdown == clean.markdown and resumed.missing == 0
+    # the same table but for the "quant. s" column (wall time, noisy on a shared machine)
+    assert _without_times(resumed.markdown) == _without_times(clean.markdown) and resumed.missing == 0
+    assert resumed.markdown.splitlines()[0].endswith("| quant. s |")
     assert " ± " in resumed.markdown  # GPTQ over 2 seeds
     assert {p.name for p in resumed.files.values()} == {"table.md", "table.csv", "table.tex", "ppl_vs_bits.png"}
     rec = next(r for r in store.records() if r["method"] == "GPTQ W3 g32")

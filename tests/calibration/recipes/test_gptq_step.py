@@ -168,6 +168,8 @@ def test_bad_step_arguments():
         GPTQStep(hessian_dtype="float16")
     with pytest.raises(ValueError, match="blocksize"):
         GPTQStep(blocksize=0)
+    with pytest.raises(ValueError, match="token_clip must be a number above 1"):
+        GPTQStep(token_clip=0.5)
     with pytest.raises(ValueError, match="has no argument"):
         Recipe.from_list([{"step": "gptq", "percdamp": 0.1}])
 
@@ -179,11 +181,13 @@ def test_cli_flags_build_the_step():
     add_arguments(parser)
     args = parser.parse_args(["m", "--output", "o", "--method", "gptq", "--bits", "3", "--group-size", "64",
                               "--act-order", "--static-groups", "--true-sequential", "--blocksize", "64",
-                              "--damp", "0.1", "--symmetric"])
+                              "--damp", "0.1", "--symmetric", "--token-clip", "8"])
     (step,) = build_recipe(args).steps
     assert isinstance(step, GPTQStep) and step.spec.describe() == "W3 g64 sym"
-    assert (step.act_order, step.static_groups, step.true_sequential, step.blocksize, step.damp, step.mse) == (
-        True, True, True, 64, 0.1, False)
+    assert (step.act_order, step.static_groups, step.true_sequential, step.blocksize, step.damp, step.mse,
+            step.token_clip) == (True, True, True, 64, 0.1, False, 8.0)
+    assert "token_clip" not in GPTQStep().to_dict()  # off by default: older results-store keys unchanged
+    assert step.to_dict()["token_clip"] == 8.0
 
 
 @pytest.mark.skipif("smoothquant" not in STEPS, reason="smoothquant step not available yet")

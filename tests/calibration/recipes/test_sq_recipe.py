@@ -87,3 +87,29 @@ def test_search_samples_is_left_out_of_the_recipe_at_its_default() -> None:
     assert SmoothQuantStep(alpha="auto", search_samples=0).to_dict()["search_samples"] == 0
     with pytest.raises(ValueError, match="search_samples"):
         SmoothQuantStep(alpha="auto", search_samples=-1)
+
+
+def test_token_relative_metric_weighs_every_token_alike() -> None:
+    from calibration.recipes.smoothquant import _mse, token_relative_mse
+
+    ref = torch.ones(2, 4, 8)
+    ref[:, 0] *= 1000.0  # massive-activation tokens
+    small_on_sink, small_elsewhere = ref.clone(), ref.clone()
+    small_on_sink[:, 0] += 10.0   # 1 % relative error on the sinks
+    small_elsewhere[:, 1:] += 0.1  # 10 % relative error on every other token
+    assert _mse([small_on_sink], [ref]) > _mse([small_elsewhere], [ref])  # plain MSE: the sinks decide
+    assert token_relative_mse([small_on_sink], [ref]) < token_relative_mse([small_elsewhere], [ref])
+    torch.testing.assert_close(token_relative_mse([small_elsewhere], [ref]), 0.75 * 0.01)
+    assert token_relative_mse([torch.zeros(3, 4)], [torch.zeros(3, 4)]) == 0.0
+
+
+def test_search_metric_option(tiny_model, tiny_segments) -> None:
+    model = tiny_model("llama", 1)
+    res = quantize_model(model, Recipe([SmoothQuantStep(alpha="auto", search_metric="token-relative")]),
+                         tiny_segments(4, 16), batch_size=2, progress=False)
+    errors = res.steps[0]["search_mse"][0]
+    assert float(min(errors, key=errors.get)) == res.steps[0]["alphas"][0]
+    assert "search_metric" not in SmoothQuantStep(alpha="auto").to_dict()
+    assert SmoothQuantStep(alpha="auto", search_metric="token-relative").to_dict()["search_metric"] == "token-relative"
+    with pytest.raises(ValueError, match="search_metric must be one of mse, token-relative"):
+        SmoothQuantStep(alpha="auto", search_metric="kl")
