@@ -123,6 +123,16 @@ def autocast_dtype(name: str | None) -> torch.dtype | None:
     return AUTOCAST_DTYPES[name]
 
 
+def native_cpu_dtype(dtype: torch.dtype) -> bool:
+    """Whether this CPU computes ``dtype`` matmuls natively (AVX-512 BF16 / FP16, AMX); without
+    it oneDNN emulates them, measured 4x slower than float32 on an AVX2 host."""
+    check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
+    try:
+        return bool(getattr(torch.ops.mkldnn, check)()) if check else True
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: assume the user knows their CPU
+
+
 def _autocast(block: nn.Module, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision for the block's forward: matmuls in ``dtype``, weights and the residual
     stream as they are (``torch.autocast``); a no-op for ``None``."""

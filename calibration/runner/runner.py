@@ -14,6 +14,7 @@ soon as its outputs exist, so peak memory does not grow with depth.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from calibration.models.blocks import find_decoder_blocks
-from calibration.runner.block_inputs import BlockInputs, advance_block, autocast_dtype, catch_block_inputs
+from calibration.runner.block_inputs import (BlockInputs, advance_block, autocast_dtype, catch_block_inputs,
+                                             native_cpu_dtype)
 from calibration.runner.context import BlockContext, LayerRecord
 from calibration.runner.memory import peak_rss_mb, release_memory
 
@@ -86,6 +88,10 @@ def quantize_model(
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     prefix, blocks = find_decoder_blocks(model)
+    if amp is not None and device.type == "cpu" and not native_cpu_dtype(amp):
+        warnings.warn(f"autocast {autocast}: this CPU has no native {autocast} matmul (AVX-512 BF16 / FP16 or "
+                      "AMX), so the calibration passes will be slower than in float32; drop --autocast here",
+                      RuntimeWarning, stacklevel=2)
     result = QuantizationResult(autocast=autocast)
     t0 = time.perf_counter()
     was_training = model.training

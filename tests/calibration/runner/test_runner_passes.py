@@ -1,6 +1,8 @@
 """Calibration forward passes: early stop once the observed layers had their inputs; autocast."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -62,8 +64,10 @@ def test_autocast_passes_keep_float32_weights_and_close_results(tiny_model, tiny
     fp, ref, amp = tiny_model("llama"), tiny_model("llama"), tiny_model("llama")
     step = {"step": "gptq", "bits": 4, "granularity": "channel"}
     r_ref = quantize_model(ref, Recipe.from_list([dict(step)]), segs, batch_size=2, progress=False)
-    r_amp = quantize_model(amp, Recipe.from_list([dict(step)]), segs, batch_size=2, progress=False,
-                           autocast="bfloat16")
+    with warnings.catch_warnings():  # on a CPU without native bf16 a slowness warning is expected
+        warnings.simplefilter("ignore")
+        r_amp = quantize_model(amp, Recipe.from_list([dict(step)]), segs, batch_size=2, progress=False,
+                               autocast="bfloat16")
     assert r_amp.to_json()["autocast"] == "bfloat16" and "autocast" not in r_ref.to_json()
     assert all(p.dtype == torch.float32 for p in amp.parameters())
     for name, rec in r_ref.records.items():  # the same per-channel grid (from W, before the column loop)
@@ -71,6 +75,19 @@ def test_autocast_passes_keep_float32_weights_and_close_results(tiny_model, tiny
     with torch.no_grad():
         y, y_ref, y_amp = (m(segs).logits for m in (fp, ref, amp))
     assert float((y_amp - y_ref).norm()) < 0.5 * float((y_ref - y).norm())  # far below the quantization error
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_autocast_warns_where_the_cpu_emulates_the_dtype(native, tiny_model, tiny_segments, monkeypatch):
+    import calibration.runner.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "native_cpu_dtype", lambda dtype: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_model(tiny_model("llama"), Recipe([GPTQStep()]), tiny_segments(n=2, seqlen=8), progress=False,
+                       autocast="bfloat16")
+    slow = [w for w in caught if "no native bfloat16 matmul" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
 
 
 def test_autocast_names():
