@@ -106,7 +106,8 @@ def minmax_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torc
 
 
 def mse_qparams(
-    x: torch.Tensor, spec: QuantSpec, grid: int = 100, maxshrink: float = 0.8, norm: float = 2.4
+    x: torch.Tensor, spec: QuantSpec, grid: int = 100, maxshrink: float = 0.8, norm: float = 2.4,
+    column_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero of a 2-D weight whose range is shrunk to minimise the quantization error.
 
@@ -120,6 +121,11 @@ def mse_qparams(
     and the candidate with the smallest ``err`` is kept per unit (strictly smaller wins, so
     ties keep the larger range). ``p = 1`` is min-max, so the result is never worse than
     :func:`minmax_qparams` in this norm. Shapes as :func:`minmax_qparams`.
+
+    ``column_weight`` ``[cols]`` (non-negative) weighs each column's error,
+    ``err(p) = sum_j c_j |q_j - x_j| ** norm``: with ``c = diag(H)``, the inputs' energy per
+    channel (llama.cpp's "importance matrix"), the range is fitted where the layer's inputs
+    are large rather than uniformly over the row.
     """
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"grid must be a positive integer, got {grid!r}")
@@ -131,6 +137,12 @@ def mse_qparams(
     out_shape = xmin.shape
     units = grouped_view(x, spec).float()
     units = units.reshape(-1, units.shape[-1])
+    weight = None
+    if column_weight is not None:
+        if column_weight.shape != (x.shape[1],) or not bool((column_weight >= 0).all()):
+            raise ValueError(f"column_weight must be non-negative of shape [{x.shape[1]}], got "
+                             f"{tuple(column_weight.shape)}")
+        weight = grouped_view(column_weight.float().expand(x.shape), spec).reshape(units.shape)
     xmin, xmax = xmin.reshape(-1), xmax.reshape(-1)
     best_scale, best_zero = compute_qparams(xmin, xmax, spec)
     best_err = torch.full_like(xmin, float("inf"))
@@ -139,7 +151,8 @@ def mse_qparams(
         scale, zero = compute_qparams(p * xmin, p * xmax, spec)
         s, z = scale.unsqueeze(1), zero.unsqueeze(1)
         q = torch.clamp(torch.round(units / s) + z, 0, spec.maxq)
-        err = (s * (q - z) - units).abs_().pow_(norm).sum(dim=1)
+        err = (s * (q - z) - units).abs_().pow_(norm)
+        err = (err if weight is None else err.mul_(weight)).sum(dim=1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)

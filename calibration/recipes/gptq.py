@@ -115,7 +115,7 @@ class GPTQStep(Step):
 
     Args:
         bits, granularity, group_size, symmetric, include_zero: the :class:`ptq.QuantSpec`.
-        blocksize, damp, act_order, static_groups, mse: as :func:`ptq.algorithms.gptq`.
+        blocksize, damp, act_order, static_groups, mse, mse_weighted: as :func:`ptq.algorithms.gptq`.
         true_sequential: quantize the block's layers group by group (see module docstring).
         hessian_dtype: ``"float32"`` (default, as the reference) or ``"float64"``.
         token_clip: scale a token whose layer input is more than ``token_clip`` times its
@@ -137,6 +137,7 @@ class GPTQStep(Step):
     mse: bool = False
     hessian_dtype: str = "float32"
     token_clip: float | None = field(default=None, metadata={"omit_default": True})
+    mse_weighted: bool = field(default=False, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         self.spec = QuantSpec(
@@ -152,6 +153,8 @@ class GPTQStep(Step):
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
             raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
+        if self.mse_weighted and not self.mse:
+            raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
         if self.static_groups and self.granularity != "group":
             raise ValueError("static_groups needs granularity 'group' with a group_size")
         qparams_function(self.mse)  # fails early if the mse grid search is unavailable
@@ -203,7 +206,7 @@ class GPTQStep(Step):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
-                           static_groups=self.static_groups, mse=self.mse)
+                           static_groups=self.static_groups, mse=self.mse, mse_weighted=self.mse_weighted)
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
         secs = self._stats["seconds"]

@@ -109,6 +109,7 @@ def gptq(
     act_order: bool = False,
     static_groups: bool = False,
     mse: bool = False,
+    mse_weighted: bool = False,
 ) -> QuantizedWeight:
     """Quantize ``W [out, in]`` with GPTQ given the Hessian ``H [in, in]`` of its inputs.
 
@@ -121,6 +122,8 @@ def gptq(
         act_order: quantize columns in order of decreasing ``diag(H)``.
         static_groups: with groups, fix every group's qparams before quantizing.
         mse: choose qparams by GPTQ's MSE grid search instead of min-max.
+        mse_weighted: in that search weigh each column's error by ``diag(H)`` (the input energy
+            of its channel; :func:`ptq.qparams.mse_qparams`'s ``column_weight``). Needs ``mse``.
 
     Returns:
         :class:`QuantizedWeight` with the float32 dequantized weight, ``scale`` / ``zero`` of
@@ -132,9 +135,11 @@ def gptq(
     _check_inputs(W, H, spec, blocksize, damp, static_groups)
     grouped = spec.granularity == "group"
     dtype = torch.float64 if torch.float64 in (W.dtype, H.dtype) else torch.float32
-    qparams = qparams_function(mse)
+    if mse_weighted and not mse:
+        raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
     W = W.detach().to(dtype, copy=True)
     H = H.detach().to(device=W.device, dtype=dtype, copy=True)
+    qparams = _weighted(torch.diagonal(H).clone()) if mse_weighted else qparams_function(mse)
     out, n = W.shape
     g = spec.group_size if grouped else n
     assert g is not None
@@ -176,8 +181,16 @@ def gptq(
         col_group = (perm if perm is not None else torch.arange(n, device=W.device)) // g
         col_scale, col_zero = scale.t()[col_group].to(dtype), zero.t()[col_group].to(dtype)
     t0 = time.perf_counter()
+    row_spec = dataclasses.replace(spec, granularity="channel", group_size=None)
+
+    def group_qparams(Wg: torch.Tensor, c0: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """qparams per row of the current columns ``Wg [out, g]``, (permuted) columns ``c0..c0+g``."""
+        if not mse_weighted:
+            return qparams(Wg, row_spec)
+        return qparams(Wg, row_spec, slice(c0, c0 + g) if perm is None else perm[c0 : c0 + g])
+
     Qt, row_loss, group_scales, group_zeros = _column_loop(
-        Wt, Hinv, spec, blocksize, qparams, scale=scale, zero=zero,
+        Wt, Hinv, spec, blocksize, group_qparams, scale=scale, zero=zero,
         group_size=g if grouped and not static_groups else None, col_scale=col_scale, col_zero=col_zero,
     )
     info["seconds_loop"] = time.perf_counter() - t0
@@ -195,12 +208,21 @@ def gptq(
     )
 
 
+def _weighted(diag_H: torch.Tensor) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``mse_qparams`` with each column's error weighted by ``diag_H[cols]`` (all columns by default)."""
+
+    def fn(x: torch.Tensor, spec: QuantSpec, cols: torch.Tensor | slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        return _qparams.mse_qparams(x, spec, column_weight=diag_H[cols].to(x.dtype))
+
+    return fn
+
+
 def _column_loop(
     Wt: torch.Tensor,
     Hinv: torch.Tensor,
     spec: QuantSpec,
     blocksize: int,
-    qparams: QParamsFn,
+    group_qparams: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
     scale: torch.Tensor | None,
     zero: torch.Tensor | None,
     group_size: int | None,
@@ -211,7 +233,7 @@ def _column_loop(
 
     Per-row (tensor / channel) qparams come as ``scale`` / ``zero``; static groups as
     per-column ``col_scale`` / ``col_zero [n, out]``; dynamic groups (``group_size``) are
-    computed here. Returns ``Qt [n, out]``, the loss per output row, and the dynamic
+    computed here by ``group_qparams(W_group [out, g], first column)``. Returns ``Qt [n, out]``, the loss per output row, and the dynamic
     groups' scales / zeros (``[out]`` each, in order).
 
     Inside a block the rank-1 updates only touch the current sub-block of :data:`SUB`
@@ -223,7 +245,6 @@ def _column_loop(
     n, out = Wt.shape
     dtype = Wt.dtype
     maxq = float(spec.maxq)
-    row_spec = dataclasses.replace(spec, granularity="channel", group_size=None)
     Qt = torch.empty_like(Wt)
     Losses = torch.zeros(out, dtype=dtype, device=Wt.device)
     group_scales: list[torch.Tensor] = []
@@ -251,7 +272,7 @@ def _column_loop(
             for i in range(j1, j2):
                 if group_size is not None and (i1 + i) % group_size == 0:
                     Wg = _current_columns(Wt, W1, Err1, Hinv, i1, j1, j2, i, group_size)
-                    gs, gz = qparams(Wg.t(), row_spec)
+                    gs, gz = group_qparams(Wg.t(), i1 + i)
                     group_scales.append(gs.reshape(-1))
                     group_zeros.append(gz.reshape(-1))
                     s, lo = gs.reshape(-1).to(dtype), -gz.reshape(-1).to(dtype)

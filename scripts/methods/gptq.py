@@ -23,6 +23,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="GPTQ dampening, a fraction of mean(diag H) added to diag H (default 0.01)")
     group.add_argument("--mse", action="store_true",
                        help="GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
+    group.add_argument("--mse-weighted", action="store_true",
+                       help="with --mse: weigh each input column's error by the Hessian diagonal (its input "
+                            "energy, llama.cpp's importance matrix) in the scale search")
     group.add_argument("--token-clip", type=float, default=None, metavar="R",
                        help="scale tokens whose layer input norm exceeds R x their sequence's median down to it "
                             "before they enter the Hessian (massive-activation / attention-sink tokens); "
@@ -34,7 +37,8 @@ def gptq_step(args: argparse.Namespace) -> GPTQStep:
     return GPTQStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
         blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,
-        true_sequential=args.true_sequential, mse=args.mse, token_clip=args.token_clip,
+        true_sequential=args.true_sequential, mse=args.mse or args.mse_weighted,
+        mse_weighted=args.mse_weighted, token_clip=args.token_clip,
     )
 
 

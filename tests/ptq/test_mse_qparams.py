@@ -75,3 +75,30 @@ def test_constant_rows_and_bad_arguments():
     for kw, msg in [({"grid": 0}, "grid"), ({"maxshrink": 0.0}, "maxshrink"), ({"norm": 0}, "norm")]:
         with pytest.raises(ValueError, match=msg):
             mse_qparams(x, QuantSpec(bits=4), **kw)
+
+
+def test_column_weight_keeps_an_outlier_in_an_important_column():
+    torch.manual_seed(0)
+    x = torch.rand(1, 4096) * 2 - 1
+    x[0, 0] = 3.0  # the outlier a plain search clips (test above)
+    spec = QuantSpec(bits=3)
+    plain, _ = mse_qparams(x, spec)
+    weight = torch.ones(4096)
+    weight[0] = 1e4  # the layer's input is large on column 0: its error counts most
+    kept, _ = mse_qparams(x, spec, column_weight=weight)
+    s0, _ = minmax_qparams(x, spec)
+    assert float(plain) < 0.9 * float(s0) and float(kept) > 0.95 * float(s0)
+    uniform = mse_qparams(x, spec, column_weight=torch.full((4096,), 7.0))
+    assert all(torch.equal(a, b) for a, b in zip(uniform, mse_qparams(x, spec)))  # a constant weight changes nothing
+
+
+@pytest.mark.parametrize("granularity,group_size", [("tensor", None), ("channel", None), ("group", 8)])
+def test_column_weight_shapes_and_bad_weights(granularity, group_size):
+    spec = QuantSpec(bits=4, granularity=granularity, group_size=group_size)
+    x = torch.randn(5, 32)
+    s, z = mse_qparams(x, spec, column_weight=torch.rand(32))
+    s0, z0 = minmax_qparams(x, spec)
+    assert s.shape == s0.shape and z.shape == z0.shape
+    for bad in (torch.rand(31), -torch.rand(32)):
+        with pytest.raises(ValueError, match="column_weight must be non-negative of shape \\[32\\]"):
+            mse_qparams(x, spec, column_weight=bad)

@@ -170,6 +170,8 @@ def test_bad_step_arguments():
         GPTQStep(blocksize=0)
     with pytest.raises(ValueError, match="token_clip must be a number above 1"):
         GPTQStep(token_clip=0.5)
+    with pytest.raises(ValueError, match="mse_weighted weighs the mse grid search"):
+        GPTQStep(mse_weighted=True)
     with pytest.raises(ValueError, match="has no argument"):
         Recipe.from_list([{"step": "gptq", "percdamp": 0.1}])
 
@@ -188,6 +190,8 @@ def test_cli_flags_build_the_step():
             step.token_clip) == (True, True, True, 64, 0.1, False, 8.0)
     assert "token_clip" not in GPTQStep().to_dict()  # off by default: older results-store keys unchanged
     assert step.to_dict()["token_clip"] == 8.0
+    (weighted,) = build_recipe(parser.parse_args(["m", "--output", "o", "--method", "gptq", "--mse-weighted"])).steps
+    assert weighted.mse and weighted.mse_weighted and "mse_weighted" not in GPTQStep().to_dict()
 
 
 @pytest.mark.skipif("smoothquant" not in STEPS, reason="smoothquant step not available yet")

@@ -209,6 +209,34 @@ def test_hessian_accumulator_running_mean_triangle_merge():
     assert c.nsamples == 1400
 
 
+@pytest.mark.parametrize("spec, act_order", [(QuantSpec(bits=3), True), (QuantSpec(bits=3, granularity="group", group_size=16), True),
+                                             (QuantSpec(bits=3, granularity="group", group_size=16), False)])
+def test_mse_weighted_uses_the_hessian_diagonal_of_the_right_columns(spec, act_order, monkeypatch):
+    X, W, H = correlated_layer()
+    seen = []
+    real = qparams_module.mse_qparams
+
+    def spy(x, s, **kw):
+        seen.append(kw.get("column_weight"))
+        return real(x, s, **kw)
+
+    monkeypatch.setattr(qparams_module, "mse_qparams", spy)
+    res = gptq(W, H, spec, act_order=act_order, mse=True, mse_weighted=True)
+    assert seen and all(w is not None for w in seen)
+    diag = torch.diagonal(H)
+    if spec.granularity == "channel":
+        torch.testing.assert_close(seen[0], diag)
+    else:  # one call per group, on the columns the group holds (in act-order's permutation)
+        order = torch.argsort(diag, descending=True, stable=True) if act_order else torch.arange(len(diag))
+        assert len(seen) == W.shape[1] // 16
+        for k, w in enumerate(seen):
+            torch.testing.assert_close(w, diag[order[16 * k: 16 * (k + 1)]])
+    torch.testing.assert_close(rebuild(res, W.shape[1]), res.weight, rtol=0, atol=1e-6)
+    assert output_error(X, W, res.weight) < output_error(X, W, rtn(W, spec).weight)
+    with pytest.raises(ValueError, match="mse_weighted weighs the mse grid search"):
+        gptq(W, H, spec, mse_weighted=True)
+
+
 def test_mse_grid_search_option():
     X, W, H = correlated_layer()
     spec = QuantSpec(bits=3, granularity="group", group_size=16)
