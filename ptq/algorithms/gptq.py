@@ -29,7 +29,14 @@ Implementation as the reference (IST-DASLab/gptq, ``GPTQ.fasterquant``):
   all groups are computed beforehand from ``W`` (in column order, before any
   permutation), so ``g_idx[j] = j // group_size`` even with act-order. Unlike the
   reference, a group starting inside a block sees the updates of the block's earlier
-  columns too, so the result does not depend on ``blocksize``.
+  columns too, so the result does not depend on ``blocksize``;
+* ``mse``: the reference's grid search of each (scale, zero) (``Quantizer(mse=True)``);
+  ``mse_weighted`` (not in the paper) weighs each column's error in that search by
+  ``H_jj``, the energy of its input channel, as llama.cpp's "importance matrix" does, so
+  the range is clipped where the inputs are small, not where they carry the layer's
+  outlier features. On SmolLM2-135M W4 per-channel it recovers 0.81 / 0.49 of RTN's
+  perplexity gap (in domain / Python docs) against 0.62 / -0.04 without any search and
+  0.75 / -0.66 with the unweighted one.
 
 Internally the weight is held transposed (a column of ``W`` is a contiguous row), in float32
 unless ``W`` or ``H`` is float64.
