@@ -98,7 +98,7 @@ class HessianAccumulator:
             return
         X = X.to(device=self._H.device, dtype=self.dtype)
         if self.token_clip is not None:
-            X = clip_token_norms(X, self.token_clip)
+            X = clip_token_norms(X if X.dim() > 1 else X[None], self.token_clip)
         X = X.reshape(-1, self.in_features)
         m = X.shape[0]
         n = self.nsamples

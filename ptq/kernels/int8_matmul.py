@@ -22,7 +22,7 @@ M x K x N              fp32 mm  _int_mm     fbgemm (fp32 output)   oneDNN
 =====================  =======  ==========  =====================  ========
 
 The AVX-512 VNNI host above is not the only kind: on an AVX2-only x86 CPU (no VNNI) this
-project measured (2026-12, 2 threads, median ms; ``scripts/bench_int8.py --parts`` re-measures):
+project measured (2026-12, 2 threads, median ms; ``scripts/bench_int8.py`` re-measures):
 
 =====================  =======  ==========  ============================  ================
 M x K x N              fp32 mm  _int_mm     fbgemm                        float (codes)
