@@ -65,8 +65,7 @@ import torch
 
 BACKENDS = ("auto", "int_mm", "fbgemm", "float", "reference")
 PACKABLE_BACKENDS = ("fbgemm", "float")  # backends with a reusable form of the weight (pack_weight)
-_FBGEMM_CHUNK = 1024  # 128 * 128 * 1024 = 2**24: every chunk's float32 accumulator is an exact integer
-_FLOAT_CHUNK = _FBGEMM_CHUNK
+_EXACT_CHUNK = 1024  # 128 * 128 * 1024 = 2**24: a K-chunk's float32 accumulator (fbgemm, float) is an exact integer
 
 
 def int_mm_supported(M: int, K: int, N: int) -> bool:
@@ -163,15 +162,15 @@ def fbgemm_prepack(b: torch.Tensor, K0: int = 0, K1: int | None = None) -> objec
 
 def fbgemm_pack(b: torch.Tensor) -> list[object]:
     """fbgemm packed weights of ``B``'s K-chunks, to pass to :func:`int8_matmul` as ``packed`` (reuse them)."""
-    return [fbgemm_prepack(b, k0, min(k0 + _FBGEMM_CHUNK, b.shape[1])) for k0 in range(0, b.shape[1], _FBGEMM_CHUNK)]
+    return [fbgemm_prepack(b, k0, min(k0 + _EXACT_CHUNK, b.shape[1])) for k0 in range(0, b.shape[1], _EXACT_CHUNK)]
 
 
 def _float(a: torch.Tensor, b: torch.Tensor, b_float: torch.Tensor | None = None) -> torch.Tensor:
     Bf = b.float() if b_float is None else b_float
     Af = a.float()
     out = None
-    for k0 in range(0, a.shape[1], _FLOAT_CHUNK):
-        k1 = min(k0 + _FLOAT_CHUNK, a.shape[1])
+    for k0 in range(0, a.shape[1], _EXACT_CHUNK):
+        k1 = min(k0 + _EXACT_CHUNK, a.shape[1])
         part = (Af[:, k0:k1] @ Bf[:, k0:k1].t()).to(torch.int32)  # exact integers below 2**24
         out = part if out is None else out.add_(part)
     assert out is not None
@@ -181,8 +180,8 @@ def _float(a: torch.Tensor, b: torch.Tensor, b_float: torch.Tensor | None = None
 def _fbgemm(a: torch.Tensor, b: torch.Tensor, packed: list[object] | None = None) -> torch.Tensor:
     out = None
     packs = packed if packed is not None else fbgemm_pack(b)
-    for i, k0 in enumerate(range(0, a.shape[1], _FBGEMM_CHUNK)):
-        k1 = min(k0 + _FBGEMM_CHUNK, a.shape[1])
+    for i, k0 in enumerate(range(0, a.shape[1], _EXACT_CHUNK)):
+        k1 = min(k0 + _EXACT_CHUNK, a.shape[1])
         packed_chunk = packs[i]
         part = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
             a[:, k0:k1].float().contiguous(), 1.0, 128, packed_chunk)

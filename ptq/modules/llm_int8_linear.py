@@ -32,6 +32,7 @@ from torch import nn
 
 from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed_matmul, dequantize_weight, outlier_columns
 from ptq.algorithms.zeropoint import weight_correction, zeropoint_quantize_rows
+from ptq.kernels import PackedWeight
 from ptq.modules.derived import derived, packed_int8_weight
 from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
@@ -121,12 +122,14 @@ class Int8OutlierLinear(nn.Module):
         else:
             y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out, self.granularity,
                                   integer=self.compute == "int", zero_point=self.zero_point, W_zero=self.weight_zero,
-                                  c_w=self._weight_correction(),
-                                  packed=packed_int8_weight(self, self.weight_q, x2.shape[0]) if self.compute == "int"
-                                  else None)
+                                  c_w=self._weight_correction(), packed=self._packed_weight(x2.shape[0]))
         if self.bias is not None:
             y = y.add_(self.bias.float())
         return y.to(dtype).reshape(*shape[:-1], self.out_features)
+
+    def _packed_weight(self, M: int) -> PackedWeight | None:
+        """``weight_q`` as the int8 backend for ``M`` rows wants it, cached (integer compute only)."""
+        return packed_int8_weight(self, self.weight_q, M) if self.compute == "int" else None
 
     def _weight_correction(self) -> torch.Tensor | None:
         """``r_w - K z_w`` of the zeropoint int32 identity, computed once per weight."""

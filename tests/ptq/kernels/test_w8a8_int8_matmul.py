@@ -1,8 +1,8 @@
 """int8_matmul is exact on every backend, including the fbgemm K-chunking and the extremes."""
+from importlib import import_module
+
 import pytest
 import torch
-
-from importlib import import_module
 
 from ptq.kernels import CPUInt8Support, choose_backend, cpu_int8_support, int8_matmul
 
