@@ -32,13 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 def quiet_libraries() -> None:
     """``--quiet``: no progress bars or info logs from transformers / datasets / the hub."""
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    import datasets
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # datasets is imported only for hub corpora
+    os.environ["DATASETS_VERBOSITY"] = "error"
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    datasets.utils.logging.disable_progress_bar()
-    datasets.utils.logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        datasets = sys.modules["datasets"]
+        datasets.utils.logging.disable_progress_bar()
+        datasets.utils.logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:

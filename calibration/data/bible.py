@@ -23,9 +23,6 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-import datasets
-
-from .documents import documents_dataset
 from .errors import OFFLINE_SOURCES_HINT, DatasetUnavailableError
 from .registry import register_source
 from .splits import split_documents
@@ -86,18 +83,18 @@ def bible_chapters() -> tuple[Chapter, ...]:
     )
 
 
-def _testament(books: range, split: str) -> datasets.Dataset:
+def _testament(books: range, split: str) -> list[str]:
     chapters = [c.text for c in bible_chapters() if c.book in books]
-    return documents_dataset(split_documents(chapters, split))
+    return split_documents(chapters, split)
 
 
 @register_source("web-ot")
-def web_ot(split: str) -> datasets.Dataset:
+def web_ot(split: str) -> list[str]:
     """World English Bible, Old Testament (books 1-39), one chapter per document."""
     return _testament(OLD_TESTAMENT, split)
 
 
 @register_source("web-nt")
-def web_nt(split: str) -> datasets.Dataset:
+def web_nt(split: str) -> list[str]:
     """World English Bible, New Testament (books 40-66), one chapter per document."""
     return _testament(NEW_TESTAMENT, split)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from .local import LocalSource
-from .registry import SOURCES, TextSource, unknown_source_message
+from .registry import SOURCES, TextSource, source_documents, unknown_source_message
+
+if TYPE_CHECKING:
+    import datasets
 from .splits import canonical_split
 
 __all__ = ["resolve_source", "source_key", "load_split", "load_text"]
@@ -39,7 +41,7 @@ def source_key(source: Source) -> tuple[object, ...]:
     return ("name", os.fspath(source))
 
 
-def load_split(source: Source, split: str) -> datasets.Dataset:
+def load_split(source: Source, split: str) -> "datasets.Dataset":
     """One split of a source as a :class:`datasets.Dataset` with a ``text`` column.
 
     Args:
@@ -65,4 +67,4 @@ def load_text(source: Source, split: str) -> str:
     """
     split = canonical_split(split)
     resolved = resolve_source(source)
-    return resolved.joiner.join(resolved.load(split)["text"])
+    return resolved.joiner.join(source_documents(resolved, split))

@@ -24,19 +24,23 @@ the same loading and joining code runs on them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 from .errors import OFFLINE_SOURCES_HINT, DatasetUnavailableError
 from .registry import add_source
 
-__all__ = ["HubSource", "WIKITEXT2", "PTB", "C4", "HUB_UNAVAILABLE_ERRORS"]
+__all__ = ["HubSource", "WIKITEXT2", "PTB", "C4", "HUB_UNAVAILABLE_ERRORS", "hub_unavailable_errors"]
 
 
-def _unavailable_errors() -> tuple[type[BaseException], ...]:
-    """Exception types meaning "the hub / the dataset cannot be reached"."""
+@functools.lru_cache(maxsize=1)
+def hub_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Exception types meaning "the hub / the dataset cannot be reached" (looked up on first
+    use: importing ``datasets`` costs ~95 MB, which the offline corpora never need)."""
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError, FileNotFoundError]
     for module_name, names in (
         ("huggingface_hub.errors", ("HfHubHTTPError", "EntryNotFoundError", "OfflineModeIsEnabled")),
@@ -53,8 +57,12 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
     return tuple(dict.fromkeys(errors))
 
 
-#: Errors from ``datasets`` / ``huggingface_hub`` turned into :class:`DatasetUnavailableError`.
-HUB_UNAVAILABLE_ERRORS = _unavailable_errors()
+def __getattr__(name: str) -> Any:
+    """``HUB_UNAVAILABLE_ERRORS``: the errors from ``datasets`` / ``huggingface_hub`` turned
+    into :class:`DatasetUnavailableError` (computed on first access)."""
+    if name == "HUB_UNAVAILABLE_ERRORS":
+        return hub_unavailable_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,10 @@ class HubSource:
         """``'path' config 'name'`` for messages."""
         return repr(self.path) + (f" config {self.name!r}" if self.name else "")
 
-    def load(self, split: str) -> datasets.Dataset:
+    def load(self, split: str) -> "datasets.Dataset":
         """Load a canonical split as a dataset with one ``text`` column."""
+        import datasets
+
         hub_split = self.splits[split]
         kwargs: dict[str, object] = {"split": hub_split}
         if self.data_files is not None:
@@ -102,7 +112,7 @@ class HubSource:
             kwargs["cache_dir"] = self.cache_dir
         try:
             dataset = datasets.load_dataset(self.path, self.name, **kwargs)
-        except HUB_UNAVAILABLE_ERRORS as exc:
+        except hub_unavailable_errors() as exc:
             raise DatasetUnavailableError(
                 f"dataset {self.source!r} ({self.describe()}, split {hub_split!r}) could not "
                 f"be loaded: the Hugging Face hub could not be reached or has no such "
@@ -118,7 +128,7 @@ class HubSource:
             ) from exc
         return self._text_only(dataset, split)
 
-    def _text_only(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
+    def _text_only(self, dataset: "datasets.Dataset", split: str) -> "datasets.Dataset":
         if self.text_field not in dataset.column_names:
             raise ValueError(
                 f"dataset {self.source!r} has no field {self.text_field!r} "

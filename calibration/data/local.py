@@ -17,12 +17,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from .documents import documents_dataset
 from .rest import rest_to_text
 from .splits import split_documents
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = ["LocalSource", "TEXT_SUFFIXES", "read_documents"]
 
@@ -90,9 +92,13 @@ class LocalSource:
     path: Path
     joiner: str = "\n\n"
 
-    def load(self, split: str) -> datasets.Dataset:
+    def load(self, split: str) -> "datasets.Dataset":
+        """The canonical split's documents as a dataset with a ``text`` column."""
+        return documents_dataset(self.documents(split))
+
+    def documents(self, split: str) -> list[str]:
         """The canonical split's documents (see the module doc for the rules)."""
-        return documents_dataset(split_documents(read_documents(self.path), split))
+        return split_documents(read_documents(self.path), split)
 
     def fingerprint(self) -> tuple[object, ...]:
         """Identity for caches: resolved path plus size and mtime of every file read."""

@@ -14,9 +14,6 @@ import functools
 import subprocess
 from pathlib import Path
 
-import datasets
-
-from .documents import documents_dataset
 from .errors import OFFLINE_SOURCES_HINT, DatasetUnavailableError
 from .registry import register_source
 from .rest import rest_to_text
@@ -72,6 +69,6 @@ def pydocs_documents() -> tuple[str, ...]:
 
 
 @register_source("pydocs")
-def pydocs(split: str) -> datasets.Dataset:
+def pydocs(split: str) -> list[str]:
     """Python 3.11 documentation (reST reduced to prose), one file per document."""
-    return documents_dataset(d for d in split_documents(pydocs_documents(), split) if d)
+    return [d for d in split_documents(pydocs_documents(), split) if d]

@@ -2,7 +2,10 @@
 
 A source is any object with a ``joiner`` (the string that joins its documents into
 one text) and a ``load(split)`` method returning a :class:`datasets.Dataset` with a
-``text`` column, for ``split`` in ``{"train", "test"}`` (already canonical).
+``text`` column, for ``split`` in ``{"train", "test"}`` (already canonical). A source may
+also have ``documents(split)`` returning the documents as a list of strings: tokenization
+then never builds a ``Dataset``, and the offline corpora never import ``datasets`` (with
+``pyarrow`` and ``pandas``, about 95 MB of resident memory; see :func:`source_documents`).
 Functions become sources with the :func:`register_source` decorator; objects (such as
 the hub dataset descriptions in :mod:`calibration.data.hub`) are added with
 :func:`add_source`. Tests may swap an entry with ``monkeypatch.setitem(SOURCES, ...)``.
@@ -11,9 +14,12 @@ the hub dataset descriptions in :mod:`calibration.data.hub`) are added with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Union, runtime_checkable
 
-import datasets
+from .documents import documents_dataset
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = [
     "TextSource",
@@ -23,6 +29,7 @@ __all__ = [
     "add_source",
     "available_sources",
     "unknown_source_message",
+    "source_documents",
 ]
 
 DEFAULT_JOINER = "\n\n"
@@ -34,22 +41,44 @@ class TextSource(Protocol):
 
     joiner: str
 
-    def load(self, split: str) -> datasets.Dataset:
+    def load(self, split: str) -> "datasets.Dataset":
         """Return the canonical split (``"train"`` or ``"test"``) with a ``text`` column."""
         ...
 
 
+#: What a registered loader function returns: the documents, or a dataset with a ``text`` column.
+Loaded = Union["datasets.Dataset", Iterable[str]]
+
+
+def _is_dataset(value: object) -> bool:
+    return hasattr(value, "column_names")  # a datasets.Dataset, told apart without importing datasets
+
+
 @dataclass(frozen=True)
 class FunctionSource:
-    """A source backed by a function ``split -> datasets.Dataset``."""
+    """A source backed by a function ``split -> documents`` (a list of strings, or a
+    ``datasets.Dataset`` with a ``text`` column)."""
 
     name: str
-    loader: Callable[[str], datasets.Dataset]
+    loader: Callable[[str], Loaded]
     joiner: str = DEFAULT_JOINER
 
-    def load(self, split: str) -> datasets.Dataset:
-        """Call the wrapped loader for a canonical split."""
-        return self.loader(split)
+    def load(self, split: str) -> "datasets.Dataset":
+        """The canonical split as a dataset with a ``text`` column."""
+        loaded = self.loader(split)
+        return loaded if _is_dataset(loaded) else documents_dataset(loaded)  # type: ignore[return-value]
+
+    def documents(self, split: str) -> list[str]:
+        """The canonical split's documents."""
+        loaded = self.loader(split)
+        return list(loaded["text"] if _is_dataset(loaded) else loaded)  # type: ignore[index]
+
+
+def source_documents(source: TextSource, split: str) -> list[str]:
+    """A source's documents of a canonical split: its ``documents(split)`` if it has one
+    (no ``Dataset`` built, ``datasets`` not imported), else ``load(split)["text"]``."""
+    documents = getattr(source, "documents", None)
+    return list(documents(split)) if callable(documents) else list(source.load(split)["text"])
 
 
 #: Registered sources by name.
@@ -68,15 +97,16 @@ def add_source(name: str, source: TextSource, *, replace: bool = False) -> TextS
 
 def register_source(
     name: str, *, joiner: str = DEFAULT_JOINER, replace: bool = False
-) -> Callable[[Callable[[str], datasets.Dataset]], Callable[[str], datasets.Dataset]]:
-    """Decorator registering ``fn(split) -> datasets.Dataset`` as the source ``name``.
+) -> Callable[[Callable[[str], Loaded]], Callable[[str], Loaded]]:
+    """Decorator registering ``fn(split) -> documents`` as the source ``name``: ``fn`` returns
+    the split's documents (strings) or a ``datasets.Dataset`` with a ``text`` column.
 
     ``joiner`` is the string placed between documents by :func:`load_text` (and so by
     tokenization). The function receives the canonical split name and is returned
     unchanged.
     """
 
-    def decorate(fn: Callable[[str], datasets.Dataset]) -> Callable[[str], datasets.Dataset]:
+    def decorate(fn: Callable[[str], Loaded]) -> Callable[[str], Loaded]:
         add_source(name, FunctionSource(name, fn, joiner), replace=replace)
         return fn
 

@@ -16,14 +16,17 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .corpus import Source, resolve_source, source_key
+from .registry import source_documents
 from .splits import canonical_split
 
 __all__ = ["tokenize_corpus", "tokenize_documents", "clear_token_cache", "CACHE_SIZE"]
 
 #: Number of tokenized splits kept in memory (least recently used evicted first).
 CACHE_SIZE = 8
-#: Target size of one tokenizer call, in characters.
+#: Target size of one chunk of text, in characters.
 CHUNK_CHARS = 100_000
+#: Chunks per tokenizer call.
+ENCODE_GROUP = 8
 
 _CACHE: OrderedDict[tuple[object, ...], torch.Tensor] = OrderedDict()
 
@@ -85,19 +88,26 @@ def _chunks(documents: Sequence[str], joiner: str, chunk_chars: int) -> Iterator
 
 def tokenize_documents(
     tokenizer: Any, documents: Sequence[str], joiner: str = "\n\n", chunk_chars: int = CHUNK_CHARS
-) -> list[int]:
-    """Token ids of ``joiner.join(documents)``, tokenized in chunks when that is exact.
+) -> torch.Tensor:
+    """Token ids of ``joiner.join(documents)`` as a 1-D ``torch.long`` tensor, tokenized in
+    chunks when that is exact.
 
     Chunks hold whole documents and are cut only where the text goes from a non-space
     to a space character, and only when a probe shows the tokenizer gives the same ids
     for the two halves as for the whole; otherwise the text is tokenized in one call.
+    The tokenizer gets :data:`ENCODE_GROUP` chunks per call (a fast tokenizer encodes them
+    in parallel), and each call's ids become a tensor at once: the per-token objects of a
+    whole corpus (encodings, Python ints) are never alive together.
     """
     documents = list(documents)
     if _cut_is_safe(tokenizer, joiner):
         texts = list(_chunks(documents, joiner, chunk_chars))
     else:
         texts = [joiner.join(documents)]
-    return [token for row in _encode(tokenizer, texts) for token in row]
+    parts = [torch.tensor(row, dtype=torch.long)
+             for start in range(0, len(texts), ENCODE_GROUP)
+             for row in _encode(tokenizer, texts[start:start + ENCODE_GROUP])]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
 def _tokenizer_key(tokenizer: Any) -> tuple[object, object]:
@@ -129,9 +139,8 @@ def tokenize_corpus(tokenizer: Any, source: Source, split: str) -> torch.Tensor:
     cached = _CACHE.get(key)
     if cached is None:
         resolved = resolve_source(source)
-        documents = resolved.load(split)["text"]
-        ids = tokenize_documents(tokenizer, documents, resolved.joiner)
-        cached = torch.tensor(ids, dtype=torch.long).reshape(1, -1)
+        documents = source_documents(resolved, split)
+        cached = tokenize_documents(tokenizer, documents, resolved.joiner).reshape(1, -1)
         _CACHE[key] = cached
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

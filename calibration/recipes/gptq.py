@@ -222,8 +222,8 @@ class GPTQStep(Step):
         else:
             self._stats["total_loss"] += float(res.loss or 0.0)
         self._stats["layers"] += 1
-        ctx.records[qname] = LayerRecord(method="gptq", spec=self.spec, scale=res.scale, zero=res.zero,
-                                         g_idx=res.g_idx, error=res.loss, info=info)
+        ctx.record(name, LayerRecord(method="gptq", spec=self.spec, scale=res.scale, zero=res.zero,
+                                     g_idx=res.g_idx, error=res.loss, info=info))
 
     def finalize(self, model: nn.Module) -> dict[str, Any]:
         """Layers quantized, RTN fallbacks, total GPTQ loss, and seconds: ``observe`` (the

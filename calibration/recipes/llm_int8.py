@@ -79,4 +79,4 @@ class LLMInt8Step(Step):
                     "granularity": self.granularity, "zero_point": self.zero_point, "error_kind": "relative weight error ||W-Q||/||W||"}
             if idx is not None:
                 info.update(float_columns=int(idx.numel()), float_fraction=idx.numel() / W.shape[1])
-            ctx.records[ctx.qualified(name)] = LayerRecord(method="llm-int8", spec=spec, error=err, info=info)
+            ctx.record(name, LayerRecord(method="llm-int8", spec=spec, error=err, info=info))

@@ -56,7 +56,7 @@ class RTNStep(Step):
             q = rtn(W, self.spec, scale, zero)
             set_linear_weight(layer, q.weight)
             rel = (q.loss / max(float(W.pow(2).sum()), 1e-30)) ** 0.5
-            ctx.records[ctx.qualified(name)] = LayerRecord(
+            ctx.record(name, LayerRecord(
                 method="rtn", spec=self.spec, scale=q.scale, zero=q.zero,
                 error=rel, info={"error_kind": "relative weight error ||W-Q||/||W||"},
-            )
+            ))

@@ -6,10 +6,13 @@ observer's range over the block's calibration inputs: ``minmax``, ``percentile``
 as the W8A8 settings of SmoothQuant (Xiao et al., ICML 2023, §5 Table 2, O1-O3). Every linear
 layer of each block is swapped for a :class:`ptq.modules.w8a8_linear.W8A8Linear` through the
 swap registry (kind ``"w8a8"``); its record keeps the info earlier steps wrote (e.g. the
-SmoothQuant alpha).
+SmoothQuant alpha). After an 8-bit symmetric per-channel weight step (``gptq`` / ``rtn`` with
+``bits=8, symmetric=True``) the weight keeps that step's grid and codes (``weight_grid`` in the
+record): SmoothQuant, then GPTQ W8, then int8 activations, as llm-compressor's W8A8 recipe.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,23 @@ def static_act_scale(observer: Any) -> float:
     lo, hi = observer.range(ACT_SPEC) if isinstance(observer, MSEObserver) else observer.range()
     amax = max(abs(float(lo)), abs(float(hi)))
     return amax / QMAX if amax > 0 else 1.0
+
+
+def earlier_int8_grid(record: LayerRecord | None) -> torch.Tensor | None:
+    """The per-channel step of the 8-bit symmetric per-channel grid an earlier weight step left
+    (GPTQ or RTN with ``bits=8, symmetric=True, granularity="channel"``), else ``None``.
+
+    W8A8 then takes that step's codes as they are: the weight is rounded once, by the algorithm
+    that chose it (GPTQ's error compensation survives), not a second time onto the absmax grid.
+    """
+    spec = getattr(record, "spec", None)
+    if record is None or record.scale is None or spec is None:
+        return None
+    if not (spec.bits == 8 and spec.symmetric and spec.granularity == "channel"):
+        return None
+    if record.zero is not None and not bool((record.zero == 2 ** (spec.bits - 1)).all()):
+        return None
+    return record.scale.reshape(-1)
 
 
 @register_step("w8a8")
@@ -75,13 +95,23 @@ class W8A8Step(Step):
             scales = {n: static_act_scale(o) for n, o in stats.items()}
         for name, layer in layers.items():
             W = linear_weight(layer).float()
-            q = W8A8Linear.from_float(layer, act=self.act, act_scale=scales.get(name), mode=self.mode)
-            err = float((q.dequantize_weight() - W).norm() / W.norm().clamp(min=1e-30))
-            set_submodule(ctx.block, name, q)
             qname = ctx.qualified(name)
             old = ctx.records.get(qname)
-            info = dict(old.info) if old is not None else {}
-            info.update(act=self.act, act_bits=8, error_kind="relative weight error ||W-Q||/||W||")
+            grid = earlier_int8_grid(old)
+            try:
+                q = W8A8Linear.from_float(layer, act=self.act, act_scale=scales.get(name), mode=self.mode,
+                                          weight_scale=grid)
+            except ValueError as e:
+                if grid is None:
+                    raise
+                warnings.warn(f"w8a8: layer {qname}: {e}; re-quantizing its weight on the absmax grid",
+                              RuntimeWarning, stacklevel=2)
+                grid = None
+                q = W8A8Linear.from_float(layer, act=self.act, act_scale=scales.get(name), mode=self.mode)
+            err = float((q.dequantize_weight() - W).norm() / W.norm().clamp(min=1e-30))
+            set_submodule(ctx.block, name, q)
+            info = dict(act=self.act, act_bits=8, error_kind="relative weight error ||W-Q||/||W||",
+                        weight_grid=old.method if old is not None and grid is not None else "absmax")
             if self.act == "static":
                 info.update(act_observer=self.act_observer, act_scale=scales[name])
-            ctx.records[qname] = LayerRecord(method="w8a8", spec=WEIGHT_SPEC, error=err, info=info)
+            ctx.record(name, LayerRecord(method="w8a8", spec=WEIGHT_SPEC, error=err, info=info))

@@ -67,6 +67,14 @@ class BlockContext:
     def qualified(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
+    def record(self, name: str, rec: LayerRecord) -> None:
+        """Write ``rec`` as layer ``name``'s record, keeping the notes earlier steps left in its
+        info (e.g. SmoothQuant's alpha under a later GPTQ or W8A8 record; the new keys win)."""
+        old = self.records.get(self.qualified(name))
+        if old is not None:
+            rec.info = {**old.info, **rec.info}
+        self.records[self.qualified(name)] = rec
+
     def run(self) -> list[torch.Tensor]:
         """The block's outputs for all calibration mini-batches, as it is now."""
         return run_block(self.block, self.inputs, self.autocast)

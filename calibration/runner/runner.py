@@ -93,6 +93,7 @@ def quantize_model(
                       "AMX), so the calibration passes will be slower than in float32; drop --autocast here",
                       RuntimeWarning, stacklevel=2)
     result = QuantizationResult(autocast=autocast)
+    release_memory()  # what loading and tokenizing freed goes back before the activations arrive
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()

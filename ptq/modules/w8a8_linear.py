@@ -46,6 +46,31 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
+def grid_scale(weight_scale: torch.Tensor, out_features: int) -> torch.Tensor:
+    """A given per-channel weight step as float32 ``[out]`` (checked: one positive finite value per row)."""
+    s = torch.as_tensor(weight_scale).detach().float().reshape(-1)
+    if s.numel() != out_features or not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+        raise ValueError(f"weight_scale must hold {out_features} positive finite per-channel steps, "
+                         f"got shape {tuple(torch.as_tensor(weight_scale).shape)}")
+    return s
+
+
+def codes_on_grid(W: torch.Tensor, s_w: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
+    """int8 codes ``round(W / s_w)`` of a weight that already lies on the grid ``s_w * [-128, 127]``.
+
+    Raises ``ValueError`` when a code is off the grid by more than ``tol`` of a step or outside
+    ``[-128, 127]`` (the weight was not quantized on this grid: rounding again would change it).
+    """
+    t = torch.div(W.float(), s_w[:, None])
+    codes = t.round()
+    off = float((t - codes).abs().max()) if t.numel() else 0.0
+    if off > tol or (t.numel() and (float(codes.min()) < -128 or float(codes.max()) > 127)):
+        raise ValueError(f"the weight does not lie on the given 8-bit grid (off by up to {off:.3g} of a step, "
+                         f"codes {float(codes.min()):.0f}..{float(codes.max()):.0f}): quantize it with an "
+                         "8-bit symmetric per-channel spec first, or leave weight_scale out")
+    return codes.to(torch.int8)
+
+
 @register_qmodule("w8a8", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))
 class W8A8Linear(nn.Module):
     """Replacement of ``nn.Linear`` / ``Conv1D`` with int8 weights and int8 activations.
@@ -77,8 +102,14 @@ class W8A8Linear(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_float(cls, module: nn.Module, act: ActMode = "per-token", act_scale: float | torch.Tensor | None = None,
-                   mode: str = "int") -> "W8A8Linear":
-        """Quantize a float layer's weight per output channel; ``act_scale`` is needed with ``act="static"``."""
+                   mode: str = "int", weight_scale: torch.Tensor | None = None) -> "W8A8Linear":
+        """Quantize a float layer's weight per output channel; ``act_scale`` is needed with ``act="static"``.
+
+        ``weight_scale`` (``[out]``): the per-channel step of an 8-bit symmetric grid the weight
+        already lies on, e.g. GPTQ W8 symmetric per-channel (``W = s_w * (q - 128)``, codes
+        ``round(W / s_w)`` in ``[-128, 127]``). The codes are then read off that grid, not rounded
+        a second time onto the absmax grid; a weight off the grid raises ``ValueError``.
+        """
         W = weight_2d(module).detach()
         out, n = W.shape
         float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
@@ -87,9 +118,13 @@ class W8A8Linear(nn.Module):
                 dtype=W.dtype if W.is_floating_point() else torch.float32, float_class=float_class, device=W.device)
         if not bool(torch.isfinite(W).all()):
             raise ValueError("W8A8Linear.from_float: the weight contains inf or NaN")
-        s_w = absmax_scale(W.float().abs().amax(dim=1))
+        if weight_scale is None:
+            s_w = absmax_scale(W.float().abs().amax(dim=1))
+            q.qweight.copy_(quantize_symmetric(W, s_w[:, None]))
+        else:
+            s_w = grid_scale(weight_scale, out)
+            q.qweight.copy_(codes_on_grid(W, s_w))
         q.weight_scale.copy_(s_w)
-        q.qweight.copy_(quantize_symmetric(W, s_w[:, None]))
         if act == "static":
             if act_scale is None:
                 raise ValueError("act='static' needs act_scale (from a calibration observer's range: max|x| / 127)")

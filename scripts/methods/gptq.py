@@ -1,11 +1,16 @@
-"""``--method gptq``: GPTQ with the shared weight flags (--bits, --granularity, --group-size, --symmetric)."""
+"""``--method gptq``: GPTQ with the shared weight flags (--bits, --granularity, --group-size, --symmetric).
+
+With ``--bits 8 --symmetric --act-bits 8`` the GPTQ weights then run as W8A8 layers with int8
+activations (``--act-granularity``, ``--act-observer``), keeping GPTQ's codes.
+"""
 from __future__ import annotations
 
 import argparse
 
 from calibration.recipes import GPTQStep, Recipe
+from calibration.recipes.step import Step
 from scripts.errors import UsageError
-from scripts.methods.w8a8 import act_flags
+from scripts.methods.w8a8 import act_flags, w8a8_step
 
 NAME = "gptq"
 
@@ -42,10 +47,25 @@ def gptq_step(args: argparse.Namespace) -> GPTQStep:
     )
 
 
+def gptq_steps(args: argparse.Namespace, what: str = "--method gptq", allowed: tuple[str, ...] = ()) -> list[Step]:
+    """GPTQ, and with ``--act-bits 8`` a W8A8 step that keeps GPTQ's int8 grid (W8A8 with GPTQ weights).
+
+    int8 activations need int8 weights on one symmetric per-channel grid: ``--bits 8 --symmetric``.
+    ``allowed``: activation flags that mean something without ``--act-bits`` (to the caller).
+    """
+    flags = [f for f in act_flags(args) if f not in allowed]
+    if flags and args.act_bits is None:
+        raise UsageError(f"{', '.join(flags)} with {what}: int8 activations after GPTQ W8 need --act-bits 8; "
+                         "drop the activation flags for weight-only GPTQ")
+    if args.act_bits is None:
+        return [gptq_step(args)]
+    if args.bits != 8 or not args.symmetric or args.granularity != "channel":
+        raise UsageError(f"--act-bits 8 with {what} runs int8 x int8 layers: they need GPTQ on int8 symmetric "
+                         f"per-channel weights, --bits 8 --symmetric --granularity channel (got --bits {args.bits}"
+                         f"{' --symmetric' if args.symmetric else ''} --granularity {args.granularity})")
+    return [gptq_step(args), w8a8_step(args)]
+
+
 def build_recipe(args: argparse.Namespace) -> Recipe:
-    """GPTQ weights; activation flags are refused (GPTQ is weight-only here)."""
-    flags = act_flags(args)
-    if flags:
-        raise UsageError(f"{', '.join(flags)} with --method gptq: activation quantization after GPTQ is not "
-                         "supported yet; use --method smoothquant --then w8a8 or --method rtn --bits 8 --act-bits 8")
-    return Recipe([gptq_step(args)])
+    """GPTQ weights; with ``--act-bits 8`` (and ``--bits 8 --symmetric``) also int8 activations."""
+    return Recipe(gptq_steps(args))

@@ -1,11 +1,15 @@
-"""``--method smoothquant``: SmoothQuant smoothing, then W8A8 (default), RTN or GPTQ weights (``--then``)."""
+"""``--method smoothquant``: SmoothQuant smoothing, then W8A8 (default), RTN or GPTQ weights (``--then``).
+
+``--then gptq --bits 8 --symmetric --act-bits 8`` is SmoothQuant, GPTQ W8, then int8 activations
+on GPTQ's codes (llm-compressor's W8A8 recipe).
+"""
 from __future__ import annotations
 
 import argparse
 
 from calibration.recipes import Recipe, SmoothQuantStep
 from scripts.errors import UsageError
-from scripts.methods.gptq import gptq_step
+from scripts.methods.gptq import gptq_steps
 from scripts.methods.rtn import weight_step
 from scripts.methods.w8a8 import act_flags, act_mode, w8a8_step
 
@@ -42,13 +46,16 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
 def build_recipe(args: argparse.Namespace) -> Recipe:
     """Smoothing (``--act-granularity`` is what ``--alpha auto`` simulates), then the ``--then`` step."""
     flags = act_flags(args)
-    weight_only = [f for f in flags if f != "--act-granularity"] if args.then != "w8a8" else []
+    weight_only = [f for f in flags if f != "--act-granularity"] if args.then == "rtn" else []
     if weight_only:
-        raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then {args.then}: that step "
-                         "quantizes weights only; use --then w8a8 (the default) for int8 activations, or drop them")
+        raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then rtn: that step "
+                         "quantizes weights only; use --then w8a8 (the default) or --then gptq --bits 8 --symmetric "
+                         "--act-bits 8 for int8 activations, or drop them")
     if args.search_metric != "mse" and args.alpha != "auto":
         raise UsageError(f"--search-metric {args.search_metric} needs --alpha auto (a fixed alpha searches nothing)")
     smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args),
                              search_metric=args.search_metric)
-    then = {"w8a8": w8a8_step, "rtn": weight_step, "gptq": gptq_step}[args.then](args)
+    if args.then == "gptq":  # --act-granularity alone says what --alpha auto simulates
+        return Recipe([smooth, *gptq_steps(args, "--method smoothquant --then gptq", allowed=("--act-granularity",))])
+    then = {"w8a8": w8a8_step, "rtn": weight_step}[args.then](args)
     return Recipe([smooth, then])

@@ -67,6 +67,19 @@ def test_smoothquant_then_weight_only_keeps_the_simulated_act_mode() -> None:
     assert sq["act"] == "static" and g["step"] == "gptq" and g["bits"] == 8
 
 
+@pytest.mark.parametrize("method", [[], ["--method", "smoothquant", "--alpha", "auto", "--then"]])
+@pytest.mark.parametrize("act, observer", [([], None), (["--act-granularity", "tensor", "--act-observer", "mse"], "mse")])
+def test_gptq_w8_then_int8_activations(method: list[str], act: list[str], observer: str | None) -> None:
+    steps = _recipe(*(method or ["--method"]), "gptq", "--bits", "8", "--symmetric", "--act-order", "--act-bits", "8",
+                    *act)
+    g, w = steps[-2:]
+    assert [s["step"] for s in steps] == (["smoothquant"] if method else []) + ["gptq", "w8a8"]
+    assert g["bits"] == 8 and g["symmetric"] and g["granularity"] == "channel" and g["act_order"]
+    assert w["act"] == ("static" if act else "per-token") and w.get("act_observer", "minmax") == (observer or "minmax")
+    if method:
+        assert steps[0]["act"] == w["act"]  # --alpha auto simulates the activations that will run
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -78,11 +91,17 @@ def test_smoothquant_then_weight_only_keeps_the_simulated_act_mode() -> None:
         (["--method", "rtn", "--bits", "8", "--act-bits", "4"], "--act-bits must be 8"),
         (["--method", "rtn", "--bits", "8", "--act-granularity", "tensor"], "only apply with --act-bits 8"),
         (["--method", "gptq", "--bits", "8", "--act-bits", "8"],
-         "activation quantization after GPTQ is not supported yet; use --method smoothquant --then w8a8 or "
-         "--method rtn --bits 8 --act-bits 8"),
+         "--act-bits 8 with --method gptq runs int8 x int8 layers: they need GPTQ on int8 symmetric per-channel "
+         "weights, --bits 8 --symmetric --granularity channel (got --bits 8 --granularity channel)"),
+        (["--method", "gptq", "--bits", "4", "--symmetric", "--act-bits", "8"], "(got --bits 4 --symmetric"),
+        (["--method", "gptq", "--bits", "8", "--symmetric", "--act-granularity", "tensor"],
+         "--act-granularity with --method gptq: int8 activations after GPTQ W8 need --act-bits 8"),
         (["--method", "llm-int8", "--act-bits", "8"], "LLM.int8() quantizes activations itself"),
         (["--method", "smoothquant", "--then", "rtn", "--bits", "8", "--act-bits", "8"], "quantizes weights only"),
-        (["--method", "smoothquant", "--then", "gptq", "--act-observer", "mse"], "quantizes weights only"),
+        (["--method", "smoothquant", "--then", "gptq", "--act-observer", "mse"],
+         "--act-observer with --method smoothquant --then gptq: int8 activations after GPTQ W8 need --act-bits 8"),
+        (["--method", "smoothquant", "--then", "gptq", "--bits", "8", "--act-bits", "8", "--group-size", "64"],
+         "(got --bits 8 --granularity group)"),
         (["--method", "rtn", "--bits", "8", "--act-bits", "8", "--format", "gptq"], "not --method rtn --act-bits 8"),
     ],
 )

@@ -69,3 +69,39 @@ def test_register_source_decorator(monkeypatch):
     assert load_text("tiny", "evaluation") == "test-1 | test-2"
     with pytest.raises(ValueError, match="already registered"):
         register_source("tiny")(tiny)
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_a_loader_returns_documents_or_a_dataset(as_dataset: bool, monkeypatch):
+    monkeypatch.setattr(data.registry, "SOURCES", dict(SOURCES))
+    monkeypatch.setattr(data.corpus, "SOURCES", data.registry.SOURCES)
+
+    @register_source("docs")
+    def docs(split: str):
+        documents = [f"{split} one", f"{split} two"]
+        return documents_dataset(documents) if as_dataset else documents
+
+    source = data.registry.SOURCES["docs"]
+    assert data.registry.source_documents(source, "test") == ["test one", "test two"]
+    split = load_split("docs", "train")
+    assert split.column_names == ["text"] and split["text"] == ["train one", "train two"]
+    assert load_text("docs", "test") == "test one\n\ntest two"
+
+
+def test_offline_corpora_never_import_datasets():
+    """datasets + pyarrow + pandas cost ~95 MB of resident memory: the offline token path skips them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import calibration.data as D, calibration.runner, evaluations.perplexity, scripts.cli\n"
+            "class Tok:\n"
+            "    def __call__(self, texts, **kw):\n"
+            "        return {'input_ids': [[len(w) for w in t.split()] for t in texts]}\n"
+            "for source in ('web-ot', 'web-nt'):\n"
+            "    assert D.tokenize_corpus(Tok(), source, 'train').shape[1] > 1000\n"
+            "assert D.load_text('web-nt', 'test')\n"
+            "print(sorted(m for m in ('datasets', 'pyarrow', 'pandas') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

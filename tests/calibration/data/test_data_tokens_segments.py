@@ -56,8 +56,9 @@ def test_changed_local_file_is_retokenized(word_tokenizer, tmp_path):
 
 def test_chunked_tokenization_equals_one_call(word_tokenizer):
     docs = [f"doc {i} " * (i % 7) + "end." for i in range(200)] + ["", " lead space", "tail "]
-    chunked = tokenize_documents(word_tokenizer, docs, "\n\n", chunk_chars=50)
-    assert chunked == word_tokenizer("\n\n".join(docs))["input_ids"]
+    chunked = tokenize_documents(word_tokenizer, docs, "\n\n", chunk_chars=50)  # > ENCODE_GROUP calls
+    assert chunked.dtype == torch.long and chunked.tolist() == word_tokenizer("\n\n".join(docs))["input_ids"]
+    assert tokenize_documents(word_tokenizer, [], "\n\n").shape == (0,)
 
 
 def test_segments_deterministic_and_seeded(word_tokenizer, corpus):

@@ -54,6 +54,59 @@ def test_smoothquant_then_gptq(tiny_model, tiny_segments) -> None:
     assert res.steps[0]["alphas"] == {0: 0.5}
 
 
+@pytest.mark.parametrize("bits, grid", [(8, "gptq"), (4, "absmax")])
+def test_smoothquant_gptq_w8_then_w8a8_keeps_gptqs_codes(bits: int, grid: str, tiny_model, tiny_segments) -> None:
+    """GPTQ W8 symmetric per-channel, then W8A8: the int8 layer holds exactly GPTQ's weight.
+    A GPTQ grid that is not int8 per-channel (W4) is re-quantized on the absmax grid instead."""
+    model = tiny_model("llama", 1)
+    recipe = Recipe.from_list([{"step": "smoothquant", "alpha": 0.5},
+                               {"step": "gptq", "bits": bits, "symmetric": True, "act_order": True},
+                               {"step": "w8a8", "act": "per-token"}])
+    gptq_weights = {}
+
+    class Spy:  # GPTQ's fake-quant weights, captured when the w8a8 step starts its block
+        def __init__(self, step):
+            self.step, self.process_block = step, step.process_block
+            step.process_block = self
+
+        def __call__(self, ctx) -> None:
+            for name, layer in ctx.linear_layers().items():
+                gptq_weights[ctx.qualified(name)] = layer.weight.detach().clone()
+            self.process_block(ctx)
+
+    Spy(recipe.steps[2])
+    res = quantize_model(model, recipe, tiny_segments(4, 16), batch_size=2, progress=False)
+    assert len(gptq_weights) == 7
+    for name, W in gptq_weights.items():
+        rec = res.records[name]
+        assert rec.method == "w8a8" and rec.info["weight_grid"] == grid
+        assert ("smoothquant" in rec.info) == (not name.endswith("o_proj"))  # notes kept (o_proj: unsmoothed)
+        layer = model.get_submodule(name)
+        assert isinstance(layer, W8A8Linear)
+        if grid == "gptq":
+            torch.testing.assert_close(layer.dequantize_weight(), W, rtol=1e-6, atol=1e-8)
+            assert int(layer.qweight.min()) >= -128 and rec.error < 1e-6
+        else:
+            assert rec.error > 1e-4
+
+
+def test_w8a8_after_rtn_w8_keeps_its_grid_and_warns_when_a_weight_left_it(tiny_model, tiny_segments) -> None:
+    model = tiny_model("llama", 1)
+    recipe = Recipe.from_list([{"step": "rtn", "bits": 8, "symmetric": True}, {"step": "w8a8"}])
+    moved = "model.layers.0.mlp.up_proj"
+
+    def nudge(ctx, process_block=recipe.steps[1].process_block) -> None:
+        with torch.no_grad():
+            model.get_submodule(moved).weight[0, 0] += 1e-3  # off RTN's grid
+        process_block(ctx)
+
+    recipe.steps[1].process_block = nudge
+    with pytest.warns(RuntimeWarning, match=f"w8a8: layer {moved}: the weight does not lie on the given 8-bit grid"):
+        res = quantize_model(model, recipe, tiny_segments(4, 16), batch_size=2, progress=False)
+    grids = {name: rec.info["weight_grid"] for name, rec in res.records.items()}
+    assert grids.pop(moved) == "absmax" and set(grids.values()) == {"rtn"} and len(grids) == 6
+
+
 def test_bad_arguments() -> None:
     for bad in (1.5, -0.1, "best"):
         with pytest.raises(ValueError, match="alpha"):

@@ -92,3 +92,37 @@ def test_packed_weight_is_cached_and_refreshed(backend: str, monkeypatch: pytest
     q.qweight.mul_(-1)  # in-place change: the cached pack must be rebuilt
     assert q._packed_weight(2) is not packed
     torch.testing.assert_close(q(x) - q.bias, -(y1 - q.bias), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_weight_on_a_given_grid_keeps_its_codes(conv: bool) -> None:
+    """A weight already on an 8-bit symmetric grid (GPTQ W8: codes -128..127) is not rounded again."""
+    from ptq.modules.quant_linear import weight_2d
+
+    layer = _layer(conv)
+    W = weight_2d(layer).detach()
+    s = W.abs().amax(dim=1) / 127.5
+    codes = torch.randint(-128, 128, W.shape)
+    codes[:, 0] = -128  # the grid's extra negative code
+    with torch.no_grad():
+        (layer.weight.copy_((codes * s[:, None]).T) if conv else layer.weight.copy_(codes * s[:, None]))
+    q = W8A8Linear.from_float(layer, act="per-token", weight_scale=s[:, None])
+    assert torch.equal(q.qweight.long(), codes) and torch.equal(q.weight_scale, s)
+    torch.testing.assert_close(q.dequantize_weight(), codes * s[:, None], rtol=0, atol=0)
+    x = torch.randn(5, 20, 64)
+    y_int = q(x)
+    q.mode = "fake"
+    torch.testing.assert_close(y_int, q(x), rtol=1e-5, atol=1e-5)
+    requantized = W8A8Linear.from_float(layer, act="per-token")  # the absmax grid would move most codes
+    assert not torch.equal(requantized.dequantize_weight(), q.dequantize_weight())
+
+
+def test_weight_off_the_given_grid_is_refused() -> None:
+    layer = _layer()
+    s = layer.weight.detach().abs().amax(dim=1) / 127
+    with pytest.raises(ValueError, match="does not lie on the given 8-bit grid"):
+        W8A8Linear.from_float(layer, weight_scale=s)
+    with pytest.raises(ValueError, match="weight_scale must hold 48 positive finite"):
+        W8A8Linear.from_float(layer, weight_scale=s[:10])
+    with pytest.raises(ValueError, match="weight_scale must hold 48 positive finite"):
+        W8A8Linear.from_float(layer, weight_scale=torch.zeros(48))
