@@ -17,7 +17,12 @@ the smallest error wins (ties: the smaller alpha). With ``search_metric="token-r
 each token's squared error is divided by its float output's squared norm first
 (:func:`token_relative_mse`): the next block's norm rescales every token to unit RMS, so
 that is the error it sees, and a few massive-activation tokens (attention sinks, |h| in
-the thousands) no longer decide alone. The search runs on the first
+the thousands) no longer decide alone. With ``search_scope="group"`` each smoothing group
+then gets its own alpha (Neural Compressor's layer-wise auto-alpha): starting from the
+block's best alpha, the groups in data-flow order (q/k/v, gate/up, down, ...) each search the
+grid with the others fixed, keeping the block-output error the measure (11 more candidates per
+group). The massive activations at the MLP down-projection want a strong migration that the
+attention inputs do not. The search runs on the first
 ``search_samples`` calibration segments (16 by default: 11 candidates x 16 segments cost
 less than two passes over 128), the statistics (``max|X_j|``) on all of them. Chosen alphas
 go into each smoothed layer's record and the step's summary (``ptq.json``).
@@ -94,6 +99,12 @@ def token_relative_mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> floa
 
 
 SEARCH_METRICS = {"mse": _mse, "token-relative": token_relative_mse}
+SEARCH_SCOPES = ("block", "group")
+
+
+def group_label(group: Any) -> str:
+    """``"input_layernorm -> self_attn.q_proj, self_attn.k_proj, self_attn.v_proj"``: a group's name in summaries."""
+    return f"{group.source} -> {', '.join(group.linears)}"
 
 
 @register_step("smoothquant")
@@ -108,6 +119,8 @@ class SmoothQuantStep(Step):
         search_samples: calibration segments the ``"auto"`` search measures each alpha on (0: all).
         search_metric: what the ``"auto"`` search minimises: ``"mse"`` of the block outputs (default,
             as Neural Compressor) or ``"token-relative"`` (:func:`token_relative_mse`).
+        search_scope: ``"block"`` (one alpha per block, default) or ``"group"`` (then one per
+            smoothing group, searched group by group from the block's alpha).
     """
 
     alpha: float | str = 0.5
@@ -115,6 +128,7 @@ class SmoothQuantStep(Step):
     act: str = "per-token"
     search_samples: int = field(default=16, metadata={"omit_default": True})
     search_metric: str = field(default="mse", metadata={"omit_default": True})
+    search_scope: str = field(default="block", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.alpha != "auto":
@@ -125,6 +139,10 @@ class SmoothQuantStep(Step):
             raise ValueError(f"search_samples must be a non-negative integer (0: all), got {self.search_samples!r}")
         if self.search_metric not in SEARCH_METRICS:
             raise ValueError(f"search_metric must be one of {', '.join(SEARCH_METRICS)}, got {self.search_metric!r}")
+        if self.search_scope not in SEARCH_SCOPES:
+            raise ValueError(f"search_scope must be one of {', '.join(SEARCH_SCOPES)}, got {self.search_scope!r}")
+        if self.search_scope != "block" and self.alpha != "auto":
+            raise ValueError(f"search_scope {self.search_scope!r} needs alpha='auto' (a fixed alpha searches nothing)")
         self._plans: dict[tuple[str, ...], SmoothingPlan] = {}
         self._summary: dict[str, Any] = {}
 
@@ -140,35 +158,49 @@ class SmoothQuantStep(Step):
         return self._plans[key]
 
     def _smooth(self, ctx: BlockContext, plan: SmoothingPlan, absmax: dict[str, torch.Tensor],
-                alpha: float) -> dict[str, torch.Tensor]:
+                alpha: float | list[float]) -> dict[str, torch.Tensor]:
+        """Smooth every group of ``plan`` with ``alpha`` (one for all, or one per group)."""
         modules = dict(ctx.block.named_modules())
+        alphas = alpha if isinstance(alpha, list) else [alpha] * len(plan.groups)
         scales = {}
-        for g in plan.groups:
+        for g, a in zip(plan.groups, alphas):
             linears = [modules[n] for n in g.linears]
-            s = smooth_scales(absmax[g.linears[0]], group_weight_absmax(linears), alpha)
+            s = smooth_scales(absmax[g.linears[0]], group_weight_absmax(linears), a)
             apply_smoothing(modules[g.source], linears, s)
             scales.update({n: s for n in g.linears})
         return scales
 
     @torch.no_grad()
-    def _search(self, ctx: BlockContext, plan: SmoothingPlan, absmax: dict[str, torch.Tensor]) -> tuple[float, dict]:
+    def _search(self, ctx: BlockContext, plan: SmoothingPlan,
+                absmax: dict[str, torch.Tensor]) -> tuple[list[float], dict[str, dict[float, float]]]:
+        """Per-group alphas and the error of every candidate: under ``"block"`` the grid for the
+        whole block; under ``"group"`` that, then the grid for each group in turn, the others fixed."""
         ctx = self._search_context(ctx)
         ref = ctx.float_outputs()
         saved = {k: v.detach().clone() for k, v in ctx.block.state_dict().items()}
         layers = ctx.linear_layers()
-        errors: dict[float, float] = {}
-        try:
-            for alpha in ALPHA_GRID:
-                scales = self._smooth(ctx, plan, absmax, alpha)
+
+        def error(alphas: list[float]) -> float:
+            try:
+                scales = self._smooth(ctx, plan, absmax, alphas)
                 static = None if self.act != "static" else {
                     n: float((absmax[n] / scales[n]).max() if n in scales else absmax[n].max()) for n in layers}
                 with fake_w8a8(layers, self.act, static):
-                    errors[alpha] = SEARCH_METRICS[self.search_metric](ctx.run(), ref)
+                    return SEARCH_METRICS[self.search_metric](ctx.run(), ref)
+            finally:
                 ctx.block.load_state_dict(saved)
-        finally:
-            ctx.block.load_state_dict(saved)
-        best = min(ALPHA_GRID, key=lambda a: (errors[a], a))
-        return best, errors
+
+        n = len(plan.groups)
+        block = {a: error([a] * n) for a in ALPHA_GRID}
+        best = min(ALPHA_GRID, key=lambda a: (block[a], a))
+        alphas, errors, current = [best] * n, {"block": block}, block[best]
+        if self.search_scope == "group":
+            for i, g in enumerate(plan.groups):
+                errs = {a: current if a == alphas[i] else error(alphas[:i] + [a] + alphas[i + 1:]) for a in ALPHA_GRID}
+                alphas[i] = min(ALPHA_GRID, key=lambda a: (errs[a], a))
+                current = errs[alphas[i]]
+                errors[group_label(g)] = errs
+        return alphas, errors
 
     def _search_context(self, ctx: BlockContext) -> BlockContext:
         """``ctx`` restricted to the mini-batches holding the first ``search_samples`` segments."""
@@ -195,15 +227,17 @@ class SmoothQuantStep(Step):
         absmax = {n: o.absmax for n, o in stats.items()}
         for g in plan.groups:  # layers of a group share one input: one statistic
             absmax.update({n: absmax[g.linears[0]] for n in g.linears})
-        search: dict[float, float] = {}
         if self.alpha == "auto":
-            alpha, search = self._search(ctx, plan, absmax)
-            self._summary["search_mse"][ctx.index] = {str(a): e for a, e in search.items()}
+            alphas, search = self._search(ctx, plan, absmax)
+            self._summary["search_mse"][ctx.index] = (
+                {str(a): e for a, e in search["block"].items()} if self.search_scope == "block" else
+                {label: {str(a): e for a, e in errs.items()} for label, errs in search.items()})
         else:
-            alpha = float(self.alpha)  # type: ignore[arg-type]
-        self._smooth(ctx, plan, absmax, alpha)
-        self._summary["alphas"][ctx.index] = alpha
-        for g in plan.groups:
+            alphas = [float(self.alpha)] * len(plan.groups)  # type: ignore[arg-type]
+        self._smooth(ctx, plan, absmax, alphas)
+        self._summary["alphas"][ctx.index] = (
+            alphas[0] if self.search_scope == "block" else {group_label(g): a for g, a in zip(plan.groups, alphas)})
+        for g, alpha in zip(plan.groups, alphas):
             for n in g.linears:
                 qname = ctx.qualified(n)
                 info = {"smoothquant": {"alpha": alpha, "source": g.source, "source_kind": g.kind}}

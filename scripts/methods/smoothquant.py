@@ -35,6 +35,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--search-metric", default="mse", choices=["mse", "token-relative"],
                        help="what --alpha auto minimises: the block outputs' MSE (default), or the mean per-token "
                             "relative squared error (massive-activation tokens do not decide alone)")
+    group.add_argument("--search-scope", default="block", choices=["block", "group"],
+                       help="--alpha auto: one alpha per block (default), or one per smoothing group (q/k/v, "
+                            "gate/up, down, ...) searched group by group from the block's best")
     group.add_argument("--no-prev-linear", dest="prev_linear", action="store_false",
                        help="smooth only norm -> linear groups, not the linear -> linear pairs (v -> o, up -> down) "
                             "where the path allows them (smoothing them is the default)")
@@ -51,10 +54,12 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
         raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then rtn: that step "
                          "quantizes weights only; use --then w8a8 (the default) or --then gptq --bits 8 --symmetric "
                          "--act-bits 8 for int8 activations, or drop them")
-    if args.search_metric != "mse" and args.alpha != "auto":
-        raise UsageError(f"--search-metric {args.search_metric} needs --alpha auto (a fixed alpha searches nothing)")
+    for flag, value, default in (("--search-metric", args.search_metric, "mse"),
+                                 ("--search-scope", args.search_scope, "block")):
+        if value != default and args.alpha != "auto":
+            raise UsageError(f"{flag} {value} needs --alpha auto (a fixed alpha searches nothing)")
     smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args),
-                             search_metric=args.search_metric)
+                             search_metric=args.search_metric, search_scope=args.search_scope)
     if args.then == "gptq":  # --act-granularity alone says what --alpha auto simulates
         return Recipe([smooth, *gptq_steps(args, "--method smoothquant --then gptq", allowed=("--act-granularity",))])
     then = {"w8a8": w8a8_step, "rtn": weight_step}[args.then](args)

@@ -61,6 +61,14 @@ def test_smoothquant_search_metric_flag() -> None:
         _recipe("--method", "smoothquant", "--alpha", "0.5", "--search-metric", "token-relative")
 
 
+def test_smoothquant_search_scope_flag() -> None:
+    sq, _ = _recipe("--method", "smoothquant", "--alpha", "auto", "--search-scope", "group")
+    assert sq["search_scope"] == "group"
+    assert "search_scope" not in _recipe("--method", "smoothquant", "--alpha", "auto")[0]
+    with pytest.raises(Exception, match="--search-scope group needs --alpha auto"):
+        _recipe("--method", "smoothquant", "--alpha", "0.5", "--search-scope", "group")
+
+
 def test_smoothquant_then_weight_only_keeps_the_simulated_act_mode() -> None:
     sq, g = _recipe("--method", "smoothquant", "--alpha", "auto", "--act-granularity", "tensor", "--then", "gptq",
                     "--bits", "8")

@@ -166,3 +166,38 @@ def test_search_metric_option(tiny_model, tiny_segments) -> None:
     assert SmoothQuantStep(alpha="auto", search_metric="token-relative").to_dict()["search_metric"] == "token-relative"
     with pytest.raises(ValueError, match="search_metric must be one of mse, token-relative"):
         SmoothQuantStep(alpha="auto", search_metric="kl")
+
+
+def test_group_scope_searches_each_group_from_the_block_alpha(tiny_model, tiny_segments) -> None:
+    segs = tiny_segments(4, 16)
+    block_res = quantize_model(tiny_model("llama", 1), Recipe([SmoothQuantStep(alpha="auto")]), segs,
+                               batch_size=2, progress=False)
+    model = tiny_model("llama", 1)
+    ids = tiny_segments(2, 16, seed=1)
+    ref = _logits(model, ids)
+    res = quantize_model(model, Recipe([SmoothQuantStep(alpha="auto", search_scope="group")]), segs,
+                         batch_size=2, progress=False)
+    torch.testing.assert_close(_logits(model, ids), ref, rtol=1e-4, atol=1e-4)  # smoothing alone: same function
+    alphas, search = res.steps[0]["alphas"][0], res.steps[0]["search_mse"][0]
+    labels = ["input_layernorm -> self_attn.q_proj, self_attn.k_proj, self_attn.v_proj",
+              "post_attention_layernorm -> mlp.gate_proj, mlp.up_proj", "mlp.up_proj -> mlp.down_proj"]
+    assert list(alphas) == labels and list(search) == ["block", *labels]
+    assert search["block"] == block_res.steps[0]["search_mse"][0]  # the same block search comes first
+    block_alpha = block_res.steps[0]["alphas"][0]
+    current = search["block"][str(block_alpha)]
+    for label in labels:  # coordinate descent: never worse than where it started
+        errs = search[label]
+        assert float(min(errs, key=lambda a: (errs[a], float(a)))) == alphas[label]
+        assert errs[str(alphas[label])] <= current
+        current = errs[str(alphas[label])]
+    assert res.records["model.layers.0.mlp.down_proj"].info["smoothquant"]["alpha"] == alphas[labels[2]]
+    assert res.records["model.layers.0.self_attn.k_proj"].info["smoothquant"]["alpha"] == alphas[labels[0]]
+
+
+def test_search_scope_option() -> None:
+    assert "search_scope" not in SmoothQuantStep(alpha="auto").to_dict()
+    assert SmoothQuantStep(alpha="auto", search_scope="group").to_dict()["search_scope"] == "group"
+    with pytest.raises(ValueError, match="search_scope must be one of block, group"):
+        SmoothQuantStep(alpha="auto", search_scope="layer")
+    with pytest.raises(ValueError, match="search_scope 'group' needs alpha='auto'"):
+        SmoothQuantStep(alpha=0.5, search_scope="group")
