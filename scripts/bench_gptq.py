@@ -61,6 +61,35 @@ def load(args: argparse.Namespace):
     return model, ids, "random weights with SmolLM2-135M's shapes, random tokens"
 
 
+def gemm_gflops(m: int, k: int, n: int, repeat: int = 5) -> float:
+    """This CPU's float32 matmul rate now, in GFLOP/s, at one calibration mini-batch's shape (best of ``repeat``)."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9
+
+
+def pass_gflop(model, tokens: int) -> tuple[float, float]:
+    """GFLOP of the linear layers' matmuls in one pass over ``tokens`` calibration tokens through
+    every decoder block: (the full block, as the re-run; without the last linear, as the Hessian
+    passes, which stop at its input). Attention, norms and activations are not counted."""
+    from calibration.models import find_decoder_blocks
+    from calibration.models.blocks import find_linear_layers, linear_weight
+
+    full = observe = 0.0
+    for block in find_decoder_blocks(model)[1]:
+        sizes = [linear_weight(m).numel() for m in find_linear_layers(block).values()]
+        full += 2 * tokens * sum(sizes) / 1e9
+        observe += 2 * tokens * sum(sizes[:-1]) / 1e9
+    return full, observe
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -123,9 +152,21 @@ def main() -> None:
     print(f"load {t_load:.1f} s; peak RSS after loading {rss_loaded:.0f} MiB, at the end {result.peak_rss_mb:.0f} MiB; "
           f"{result.steps[0]['layers']} layers, {len(result.steps[0]['fallbacks'])} RTN fallbacks, "
           f"total GPTQ loss {result.steps[0]['total_loss']:.4g}")
+    tokens = tuple(segments.shape)[0] * tuple(segments.shape)[1]
+    full, observe = pass_gflop(model, tokens)
+    from calibration.models import find_decoder_blocks
+    from calibration.models.blocks import find_linear_layers, linear_weight
+
+    widest = max((linear_weight(m).shape for m in find_linear_layers(find_decoder_blocks(model)[1][0]).values()),
+                 key=lambda shape: shape[0] * shape[1])  # [out, in] of the block's largest matmul
+    rate = gemm_gflops(args.batch_size * args.seqlen, widest[1], widest[0])
+    passes = phases["forward passes feeding the Hessians"] + phases["block re-run + runner"]
+    print(f"the two passes' linear layers: {full + observe:.0f} GFLOP in {passes:.1f} s = "
+          f"{(full + observe) / max(passes, 1e-9):.0f} GFLOP/s; this CPU's float32 matmul now: {rate:.0f} GFLOP/s, "
+          f"so those matmuls alone need at least {(full + observe) / rate:.0f} s here")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"phases_s": phases, "total_s": total, "load_s": t_load, "peak_rss_mb": result.peak_rss_mb,
+            json.dump({"phases_s": phases, "total_s": total, "pass_gflop": full + observe, "gemm_gflops": rate, "load_s": t_load, "peak_rss_mb": result.peak_rss_mb,
                        "rss_after_load_mb": rss_loaded, "what": what, "args": vars(args)}, f, indent=2)
 
 
