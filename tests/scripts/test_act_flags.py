@@ -156,3 +156,23 @@ def test_rtn_w8a8_static_checkpoint(tiny_model_dir, corpus, tmp_path, capsys, on
     with torch.no_grad():
         logits = model(torch.arange(8)[None]).logits
     assert torch.isfinite(logits).all()
+
+
+def test_smoothquant_gptq_w8a8_checkpoint(tiny_model_dir, corpus, tmp_path, capsys, one_thread) -> None:
+    from ptq.checkpoint import load_quantized
+    from ptq.modules.w8a8_linear import W8A8Linear
+
+    out = tmp_path / "sq-gptq"
+    code = main(["quantize", str(tiny_model_dir), "--method", "smoothquant", "--then", "gptq", "--bits", "8",
+                 "--symmetric", "--act-order", "--act-bits", "8", "--calib", str(corpus), "--nsamples", "4",
+                 "--seqlen", "32", "--output", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "ptq.json").read_text())
+    assert [s["step"] for s in report["recipe"]] == ["smoothquant", "gptq", "w8a8"]
+    layer = report["layers"]["model.layers.0.mlp.up_proj"]
+    assert layer["method"] == "w8a8" and layer["weight_grid"] == "gptq" and "smoothquant" in layer
+    model, _ = load_quantized(out)
+    qmodules = [m for m in model.modules() if isinstance(m, W8A8Linear)]
+    assert len(qmodules) == 2 * 7 and all(m.act == "per-token" for m in qmodules)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.arange(8)[None]).logits).all()
