@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from calibration.models.owned import own_memory
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 DEVICES = ("cpu", "cuda", "auto")
@@ -163,6 +165,8 @@ def load_model(
             f"offline, use smollm2-135m, a local model folder or a .gguf file") from exc
     model.eval()
     model.to(dev)
+    if dev.type == "cpu":
+        own_memory(model)  # replaced float weights are freed, not kept mapped (see calibration.models.owned)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
