@@ -166,7 +166,8 @@ def load_model(
     model.eval()
     model.to(dev)
     if dev.type == "cpu":
-        own_memory(model)  # replaced float weights are freed, not kept mapped (see calibration.models.owned)
+        embedding = model.get_input_embeddings()  # replaced float weights are freed, not kept mapped (see
+        own_memory(model, keep_mapped=(embedding.weight,) if embedding is not None else ())  # models.owned)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
