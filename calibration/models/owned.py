@@ -13,25 +13,24 @@ mapped: quantization never replaces it, and only the rows of the tokens a pass r
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
-import sys
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
+
+from ptq.kernels.allocator import glibc
 
 MADV_DONTNEED = 4
 
 
 @lru_cache(maxsize=1)
-def _madvise() -> ctypes._CFuncPtr | None:
-    if not sys.platform.startswith("linux"):
+def _madvise() -> Any:
+    libc = glibc()
+    if libc is None or not hasattr(libc, "madvise"):
         return None
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
+    fn = libc.madvise
     fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     fn.restype = ctypes.c_int
     return fn

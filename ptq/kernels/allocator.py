@@ -21,7 +21,8 @@ M_MMAP_THRESHOLD = -3
 
 
 @lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL | None:
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc on Linux (``mallopt`` and ``malloc_trim`` exist), else ``None``."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -36,7 +37,7 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
     """Serve blocks below ``mmap_threshold`` bytes from the heap and keep up to ``trim_threshold``
     bytes of free heap top instead of returning it to the OS. Process-wide; call it once at
     the start of a job (the ``ptq`` CLI and the benchmark scripts do). Returns whether it applied."""
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
@@ -44,6 +45,6 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
 
 def trim_freed_memory() -> None:
     """Return the free heap pages to the OS now (``malloc_trim(0)``)."""
-    libc = _libc()
+    libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)

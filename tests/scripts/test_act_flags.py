@@ -53,20 +53,14 @@ def test_smoothquant_act_granularity_reaches_both_steps(flags: list[str], act: s
     assert _recipe("--method", "smoothquant", "--act-bits", "8", *flags) == _recipe("--method", "smoothquant", *flags)
 
 
-def test_smoothquant_search_metric_flag() -> None:
-    sq, _ = _recipe("--method", "smoothquant", "--alpha", "auto", "--search-metric", "token-relative")
-    assert sq["search_metric"] == "token-relative"
-    assert "search_metric" not in _recipe("--method", "smoothquant", "--alpha", "auto")[0]
-    with pytest.raises(Exception, match="--search-metric token-relative needs --alpha auto"):
-        _recipe("--method", "smoothquant", "--alpha", "0.5", "--search-metric", "token-relative")
-
-
-def test_smoothquant_search_scope_flag() -> None:
-    sq, _ = _recipe("--method", "smoothquant", "--alpha", "auto", "--search-scope", "group")
-    assert sq["search_scope"] == "group"
-    assert "search_scope" not in _recipe("--method", "smoothquant", "--alpha", "auto")[0]
-    with pytest.raises(Exception, match="--search-scope group needs --alpha auto"):
-        _recipe("--method", "smoothquant", "--alpha", "0.5", "--search-scope", "group")
+@pytest.mark.parametrize("flag, value", [("--search-metric", "token-relative"), ("--search-scope", "group")])
+def test_smoothquant_search_flags(flag: str, value: str) -> None:
+    key = flag[2:].replace("-", "_")
+    sq, _ = _recipe("--method", "smoothquant", "--alpha", "auto", flag, value)
+    assert sq[key] == value
+    assert key not in _recipe("--method", "smoothquant", "--alpha", "auto")[0]
+    with pytest.raises(Exception, match=f"{flag} {value} needs --alpha auto"):
+        _recipe("--method", "smoothquant", "--alpha", "0.5", flag, value)
 
 
 def test_smoothquant_then_weight_only_keeps_the_simulated_act_mode() -> None:
