@@ -75,19 +75,23 @@ def gemm_gflops(m: int, k: int, n: int, repeat: int = 5) -> float:
     return 2 * m * k * n / best / 1e9
 
 
-def pass_gflop(model, tokens: int) -> tuple[float, float]:
+def pass_gflop(model, tokens: int) -> tuple[float, float, tuple[int, int]]:
     """GFLOP of the linear layers' matmuls in one pass over ``tokens`` calibration tokens through
     every decoder block: (the full block, as the re-run; without the last linear, as the Hessian
-    passes, which stop at its input). Attention, norms and activations are not counted."""
+    passes, which stop at its input), and the ``[out, in]`` shape of a block's largest linear.
+    Attention, norms and activations are not counted."""
     from calibration.models import find_decoder_blocks
     from calibration.models.blocks import find_linear_layers, linear_weight
 
     full = observe = 0.0
+    widest = (0, 0)
     for block in find_decoder_blocks(model)[1]:
-        sizes = [linear_weight(m).numel() for m in find_linear_layers(block).values()]
+        shapes = [tuple(linear_weight(m).shape) for m in find_linear_layers(block).values()]
+        sizes = [o * i for o, i in shapes]
         full += 2 * tokens * sum(sizes) / 1e9
         observe += 2 * tokens * sum(sizes[:-1]) / 1e9
-    return full, observe
+        widest = max([widest, *shapes], key=lambda shape: shape[0] * shape[1])
+    return full, observe, widest
 
 
 def main() -> None:
@@ -153,12 +157,7 @@ def main() -> None:
           f"{result.steps[0]['layers']} layers, {len(result.steps[0]['fallbacks'])} RTN fallbacks, "
           f"total GPTQ loss {result.steps[0]['total_loss']:.4g}")
     tokens = tuple(segments.shape)[0] * tuple(segments.shape)[1]
-    full, observe = pass_gflop(model, tokens)
-    from calibration.models import find_decoder_blocks
-    from calibration.models.blocks import find_linear_layers, linear_weight
-
-    widest = max((linear_weight(m).shape for m in find_linear_layers(find_decoder_blocks(model)[1][0]).values()),
-                 key=lambda shape: shape[0] * shape[1])  # [out, in] of the block's largest matmul
+    full, observe, widest = pass_gflop(model, tokens)
     rate = gemm_gflops(args.batch_size * args.seqlen, widest[1], widest[0])
     passes = phases["forward passes feeding the Hessians"] + phases["block re-run + runner"]
     print(f"the two passes' linear layers: {full + observe:.0f} GFLOP in {passes:.1f} s = "
@@ -166,8 +165,9 @@ def main() -> None:
           f"so those matmuls alone need at least {(full + observe) / rate:.0f} s here")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"phases_s": phases, "total_s": total, "pass_gflop": full + observe, "gemm_gflops": rate, "load_s": t_load, "peak_rss_mb": result.peak_rss_mb,
-                       "rss_after_load_mb": rss_loaded, "what": what, "args": vars(args)}, f, indent=2)
+            json.dump({"phases_s": phases, "total_s": total, "pass_gflop": full + observe, "gemm_gflops": rate,
+                   "load_s": t_load, "peak_rss_mb": result.peak_rss_mb,
+                   "rss_after_load_mb": rss_loaded, "what": what, "args": vars(args)}, f, indent=2)
 
 
 if __name__ == "__main__":

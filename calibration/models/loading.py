@@ -166,8 +166,9 @@ def load_model(
     model.eval()
     model.to(dev)
     if dev.type == "cpu":
-        embedding = model.get_input_embeddings()  # replaced float weights are freed, not kept mapped (see
-        own_memory(model, keep_mapped=(embedding.weight,) if embedding is not None else ())  # models.owned)
+        # replaced float weights are then freed, not kept mapped (see calibration.models.owned)
+        embedding = model.get_input_embeddings()
+        own_memory(model, keep_mapped=(embedding.weight,) if embedding is not None else ())
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
