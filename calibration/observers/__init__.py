@@ -3,7 +3,7 @@
 ``make_observer(name, axis=..., **kwargs)`` builds a registered one; every observer has
 ``update(x)``, ``merge(other)``, ``range()``, ``qparams(spec)`` and ``reset()``
 (:class:`Observer`). Registered names: ``minmax``, ``moving-average``, ``percentile``,
-``mse``, ``absmax-per-channel``.
+``mse``, ``absmax-per-channel``, ``rms-per-channel``.
 """
 from calibration.observers.base import Observer
 from calibration.observers.registry import OBSERVERS, make_observer, observer_arguments, register_observer
@@ -12,6 +12,7 @@ from calibration.observers.moving_average import MovingAverageMinMaxObserver
 from calibration.observers.percentile import PercentileObserver
 from calibration.observers.mse import MSEObserver
 from calibration.observers.absmax import AbsMaxObserver
+from calibration.observers.rms import RMSObserver
 
 __all__ = [
     "OBSERVERS",
@@ -21,6 +22,7 @@ __all__ = [
     "MovingAverageMinMaxObserver",
     "Observer",
     "PercentileObserver",
+    "RMSObserver",
     "make_observer",
     "observer_arguments",
     "register_observer",

@@ -35,7 +35,7 @@ def make_observer(name: str, axis: int | None = _DEFAULT_AXIS, **kwargs: Any) ->
     """Build the observer registered as ``name``.
 
     ``axis`` defaults to the observer's own default (``None``, per tensor, for all but
-    ``absmax-per-channel``, whose default is ``-1``). Unknown names or keyword arguments raise
+    ``absmax-per-channel`` and ``rms-per-channel``, whose default is ``-1``). Unknown names or keyword arguments raise
     ``ValueError`` listing what is accepted.
     """
     if name not in OBSERVERS:

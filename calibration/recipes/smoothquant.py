@@ -5,7 +5,11 @@ For each decoder block: the smoothing groups are found from its data flow
 fc1, GPT-2's c_attn / c_fc, optionally v -> o and up -> down); ``max|X_j|`` of each group's
 input is collected with the ``absmax-per-channel`` observer; then
 ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` (Eq. 4) is folded into the norm (or previous
-linear) and the group's weights. The block stays a float block computing the same function;
+linear) and the group's weights. With ``act_stat="rms"`` the activation side of Eq. 4 is the
+channel's RMS over the calibration tokens (``rms-per-channel`` observer) instead of its max:
+per-token dynamic scales follow each token's own largest value, so what a channel costs is its
+typical size, and a rare massive-activation token no longer decides the migration alone (see
+:mod:`calibration.observers.rms`). The block stays a float block computing the same function;
 a later step quantizes it (``w8a8``, ``rtn``, ``gptq``).
 
 ``alpha="auto"`` searches alpha per block on the grid 0.0, 0.1, ..., 1.0, as Intel Neural
@@ -48,6 +52,7 @@ from ptq.algorithms.absmax import absmax_scale, quantize_symmetric
 from ptq.modules.w8a8_linear import ACT_MODES, quantize_per_token
 
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+ACT_STATS = {"max": "absmax-per-channel", "rms": "rms-per-channel"}  # statistic -> observer
 
 
 @contextlib.contextmanager
@@ -121,6 +126,8 @@ class SmoothQuantStep(Step):
             as Neural Compressor) or ``"token-relative"`` (:func:`token_relative_mse`).
         search_scope: ``"block"`` (one alpha per block, default) or ``"group"`` (then one per
             smoothing group, searched group by group from the block's alpha).
+        act_stat: the activation statistic of Eq. 4: ``"max"`` (``max|X_j|``, the paper) or
+            ``"rms"`` (the channel's RMS, for per-token activations).
     """
 
     alpha: float | str = 0.5
@@ -129,6 +136,7 @@ class SmoothQuantStep(Step):
     search_samples: int = field(default=16, metadata={"omit_default": True})
     search_metric: str = field(default="mse", metadata={"omit_default": True})
     search_scope: str = field(default="block", metadata={"omit_default": True})
+    act_stat: str = field(default="max", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.alpha != "auto":
@@ -141,6 +149,8 @@ class SmoothQuantStep(Step):
             raise ValueError(f"search_metric must be one of {', '.join(SEARCH_METRICS)}, got {self.search_metric!r}")
         if self.search_scope not in SEARCH_SCOPES:
             raise ValueError(f"search_scope must be one of {', '.join(SEARCH_SCOPES)}, got {self.search_scope!r}")
+        if self.act_stat not in ACT_STATS:
+            raise ValueError(f"act_stat must be one of {', '.join(ACT_STATS)}, got {self.act_stat!r}")
         if self.search_scope != "block" and self.alpha != "auto":
             raise ValueError(f"search_scope {self.search_scope!r} needs alpha='auto' (a fixed alpha searches nothing)")
         self._plans: dict[tuple[str, ...], SmoothingPlan] = {}
@@ -157,21 +167,22 @@ class SmoothQuantStep(Step):
             self._plans[key] = smoothing_groups(ctx.block, probe.run, prev_linear=self.prev_linear)
         return self._plans[key]
 
-    def _smooth(self, ctx: BlockContext, plan: SmoothingPlan, absmax: dict[str, torch.Tensor],
+    def _smooth(self, ctx: BlockContext, plan: SmoothingPlan, magnitude: dict[str, torch.Tensor],
                 alpha: float | list[float]) -> dict[str, torch.Tensor]:
-        """Smooth every group of ``plan`` with ``alpha`` (one for all, or one per group)."""
+        """Smooth every group of ``plan`` with ``alpha`` (one for all, or one per group), the
+        activation side of Eq. 4 being ``magnitude`` (``max|X_j|`` or the RMS, see ``act_stat``)."""
         modules = dict(ctx.block.named_modules())
         alphas = alpha if isinstance(alpha, list) else [alpha] * len(plan.groups)
         scales = {}
         for g, a in zip(plan.groups, alphas):
             linears = [modules[n] for n in g.linears]
-            s = smooth_scales(absmax[g.linears[0]], group_weight_absmax(linears), a)
+            s = smooth_scales(magnitude[g.linears[0]], group_weight_absmax(linears), a)
             apply_smoothing(modules[g.source], linears, s)
             scales.update({n: s for n in g.linears})
         return scales
 
     @torch.no_grad()
-    def _search(self, ctx: BlockContext, plan: SmoothingPlan,
+    def _search(self, ctx: BlockContext, plan: SmoothingPlan, magnitude: dict[str, torch.Tensor],
                 absmax: dict[str, torch.Tensor]) -> tuple[list[float], dict[str, dict[float, float]]]:
         """Per-group alphas and the error of every candidate: under ``"block"`` the grid for the
         whole block; under ``"group"`` that, then the grid for each group in turn, the others fixed."""
@@ -182,7 +193,7 @@ class SmoothQuantStep(Step):
 
         def error(alphas: list[float]) -> float:
             try:
-                scales = self._smooth(ctx, plan, absmax, alphas)
+                scales = self._smooth(ctx, plan, magnitude, alphas)
                 static = None if self.act != "static" else {
                     n: float((absmax[n] / scales[n]).max() if n in scales else absmax[n].max()) for n in layers}
                 with fake_w8a8(layers, self.act, static):
@@ -223,18 +234,19 @@ class SmoothQuantStep(Step):
         layers = ctx.linear_layers()
         names = list(layers) if self.alpha == "auto" and self.act == "static" else [
             n for g in plan.groups for n in g.linears]
-        stats = ctx.observe_inputs(names, lambda n, l: make_observer("absmax-per-channel", axis=-1))
-        absmax = {n: o.absmax for n, o in stats.items()}
+        stats = ctx.observe_inputs(names, lambda n, l: make_observer(ACT_STATS[self.act_stat], axis=-1))
         for g in plan.groups:  # layers of a group share one input: one statistic
-            absmax.update({n: absmax[g.linears[0]] for n in g.linears})
+            stats.update({n: stats[g.linears[0]] for n in g.linears})
+        absmax = {n: o.absmax for n, o in stats.items()}
+        magnitude = absmax if self.act_stat == "max" else {n: o.rms for n, o in stats.items()}
         if self.alpha == "auto":
-            alphas, search = self._search(ctx, plan, absmax)
+            alphas, search = self._search(ctx, plan, magnitude, absmax)
             self._summary["search_mse"][ctx.index] = (
                 {str(a): e for a, e in search["block"].items()} if self.search_scope == "block" else
                 {label: {str(a): e for a, e in errs.items()} for label, errs in search.items()})
         else:
             alphas = [float(self.alpha)] * len(plan.groups)  # type: ignore[arg-type]
-        self._smooth(ctx, plan, absmax, alphas)
+        self._smooth(ctx, plan, magnitude, alphas)
         self._summary["alphas"][ctx.index] = (
             alphas[0] if self.search_scope == "block" else {group_label(g): a for g, a in zip(plan.groups, alphas)})
         for g, alpha in zip(plan.groups, alphas):
@@ -248,7 +260,7 @@ class SmoothQuantStep(Step):
                     ctx.records[qname] = LayerRecord(method="smoothquant", info=info)
 
     def finalize(self, model: nn.Module) -> dict[str, Any]:
-        out = {"alphas": dict(self._summary.get("alphas", {})),
+        out = {"act_stat": self.act_stat, "alphas": dict(self._summary.get("alphas", {})),
                "unsmoothed": dict(self._summary.get("unsmoothed", {}))}
         if self.alpha == "auto":
             out["search_mse"] = self._summary.get("search_mse", {})

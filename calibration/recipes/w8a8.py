@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from calibration.models.blocks import linear_weight
-from calibration.observers import OBSERVERS, MSEObserver, make_observer
+from calibration.observers import OBSERVERS, AbsMaxObserver, MSEObserver, make_observer
 from calibration.recipes.step import Step, register_step
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.modules.swap import set_submodule
@@ -77,7 +77,7 @@ class W8A8Step(Step):
             raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
         if self.mode not in EXEC_MODES:
             raise ValueError(f"mode must be one of {', '.join(EXEC_MODES)}, got {self.mode!r}")
-        if self.act_observer not in OBSERVERS or self.act_observer == "absmax-per-channel":
+        if self.act_observer not in OBSERVERS or issubclass(OBSERVERS[self.act_observer], AbsMaxObserver):
             raise ValueError(f"act_observer must be a per-tensor range observer (minmax, percentile, mse, ...), "
                              f"got {self.act_observer!r}")
         make_observer(self.act_observer, axis=None, **self.observer_args)  # fails early on bad arguments

@@ -38,6 +38,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--search-scope", default="block", choices=["block", "group"],
                        help="--alpha auto: one alpha per block (default), or one per smoothing group (q/k/v, "
                             "gate/up, down, ...) searched group by group from the block's best")
+    group.add_argument("--act-stat", default="max", choices=["max", "rms"],
+                       help="activation side of SmoothQuant's scales: max|X_j| (default, the paper), or the channel's "
+                            "RMS over the calibration tokens (for per-token activations: rare massive tokens "
+                            "do not decide the migration)")
     group.add_argument("--no-prev-linear", dest="prev_linear", action="store_false",
                        help="smooth only norm -> linear groups, not the linear -> linear pairs (v -> o, up -> down) "
                             "where the path allows them (smoothing them is the default)")
@@ -59,7 +63,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
         if value != default and args.alpha != "auto":
             raise UsageError(f"{flag} {value} needs --alpha auto (a fixed alpha searches nothing)")
     smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args),
-                             search_metric=args.search_metric, search_scope=args.search_scope)
+                             search_metric=args.search_metric, search_scope=args.search_scope,
+                             act_stat=args.act_stat)
     if args.then == "gptq":  # --act-granularity alone says what --alpha auto simulates
         return Recipe([smooth, *gptq_steps(args, "--method smoothquant --then gptq", allowed=("--act-granularity",))])
     then = {"w8a8": w8a8_step, "rtn": weight_step}[args.then](args)

@@ -53,6 +53,13 @@ def test_smoothquant_act_granularity_reaches_both_steps(flags: list[str], act: s
     assert _recipe("--method", "smoothquant", "--act-bits", "8", *flags) == _recipe("--method", "smoothquant", *flags)
 
 
+def test_smoothquant_act_stat_flag() -> None:
+    sq, _ = _recipe("--method", "smoothquant", "--act-stat", "rms")
+    assert sq["act_stat"] == "rms" and sq["alpha"] == 0.5
+    assert "act_stat" not in _recipe("--method", "smoothquant", "--alpha", "auto")[0]
+    assert _recipe("--method", "smoothquant", "--alpha", "auto", "--act-stat", "rms")[0]["act_stat"] == "rms"
+
+
 @pytest.mark.parametrize("flag, value", [("--search-metric", "token-relative"), ("--search-scope", "group")])
 def test_smoothquant_search_flags(flag: str, value: str) -> None:
     key = flag[2:].replace("-", "_")

@@ -92,3 +92,34 @@ def test_minmax_per_channel_on_last_axis():
     obs.update(x[2:])
     lo, hi = obs.range()
     assert torch.equal(lo, x.amin(dim=(0, 1))) and torch.equal(hi, x.amax(dim=(0, 1)))
+
+
+@pytest.mark.parametrize("axis", [-1, None])
+def test_rms_per_channel_is_the_root_mean_square_and_keeps_the_max(axis):
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 16, 8) * 3, torch.randn(3, 5, 8)
+    vals = torch.cat([a.reshape(-1, 8), b.reshape(-1, 8)]).t()  # [channels, values]
+    if axis is None:
+        vals = vals.reshape(1, -1)
+    obs = make_observer("rms-per-channel", axis=axis)
+    obs.update(a)
+    obs.update(b)
+    torch.testing.assert_close(obs.rms, vals.pow(2).mean(dim=1).sqrt().reshape(obs.rms.shape))
+    assert torch.equal(obs.absmax, vals.abs().amax(dim=1).reshape(obs.absmax.shape))
+    lo, hi = obs.range()  # the range is the absmax one; the RMS is a magnitude, not a range
+    assert torch.equal(hi, obs.absmax) and torch.equal(lo, -obs.absmax)
+    left, right = make_observer("rms-per-channel", axis=axis), make_observer("rms-per-channel", axis=axis)
+    left.update(a)
+    right.update(b)
+    left.merge(right)
+    torch.testing.assert_close(left.rms, obs.rms, rtol=1e-6, atol=0)
+    assert torch.equal(left.absmax, obs.absmax) and int(left.count) == int(obs.count)
+
+
+def test_rms_ignores_a_rare_spike_that_sets_the_max():
+    x = torch.ones(1000, 4)
+    x[7, 2] = 1000.0  # one massive-activation token in channel 2
+    obs = make_observer("rms-per-channel")
+    obs.update(x)
+    assert float(obs.absmax[2]) == 1000.0 and float(obs.absmax[0]) == 1.0
+    assert float(obs.rms[2]) == pytest.approx((999 + 1e6) ** 0.5 / 1000 ** 0.5) and float(obs.rms[0]) == 1.0

@@ -201,3 +201,40 @@ def test_search_scope_option() -> None:
         SmoothQuantStep(alpha="auto", search_scope="layer")
     with pytest.raises(ValueError, match="search_scope 'group' needs alpha='auto'"):
         SmoothQuantStep(alpha=0.5, search_scope="group")
+
+
+def test_rms_statistic_smooths_with_each_channels_rms(tiny_model, tiny_segments) -> None:
+    """alpha 1 with act_stat="rms": s_j = rms_j, so the input norm's weight is divided by the RMS of its output."""
+    segs = tiny_segments(4, 16)
+    model = tiny_model("llama", 1)
+    norm = model.model.layers[0].input_layernorm
+    before = norm.weight.detach().clone()
+    seen = []
+    handle = norm.register_forward_hook(lambda m, a, out: seen.append(out.detach().reshape(-1, out.shape[-1])))
+    with torch.no_grad():
+        model(segs)
+    handle.remove()
+    rms = torch.cat(seen).pow(2).mean(dim=0).sqrt()
+    ids = tiny_segments(2, 16, seed=1)
+    ref = _logits(model, ids)
+    res = quantize_model(model, Recipe([SmoothQuantStep(alpha=1.0, act_stat="rms")]), segs, batch_size=2,
+                         progress=False)
+    torch.testing.assert_close(norm.weight.detach(), before / rms, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(_logits(model, ids), ref, rtol=1e-4, atol=1e-4)  # the same function
+    assert res.steps[0]["act_stat"] == "rms"
+    assert "act_stat" not in SmoothQuantStep().to_dict()
+    assert SmoothQuantStep(act_stat="rms").to_dict()["act_stat"] == "rms"
+    with pytest.raises(ValueError, match="act_stat must be one of max, rms"):
+        SmoothQuantStep(act_stat="mean")
+    with pytest.raises(ValueError, match="act_observer must be a per-tensor range observer"):
+        W8A8Step(act="static", act_observer="rms-per-channel")
+
+
+@pytest.mark.parametrize("act", ["per-token", "static"])
+def test_rms_statistic_with_the_search(act: str, tiny_model, tiny_segments) -> None:
+    model = tiny_model("llama", 1)
+    res = quantize_model(model, Recipe([SmoothQuantStep(alpha="auto", act=act, act_stat="rms"), W8A8Step(act=act)]),
+                         tiny_segments(4, 16), batch_size=2, progress=False)
+    errors, alpha = res.steps[0]["search_mse"][0], res.steps[0]["alphas"][0]
+    assert errors[str(alpha)] == min(errors.values()) and all(e == e and e >= 0 for e in errors.values())
+    assert res.records["model.layers.0.mlp.down_proj"].method == "w8a8"
