@@ -60,7 +60,9 @@ def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: 
     """Smoothing factors ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` (Eq. 4), clamped (see module doc).
 
     Args:
-        act_absmax: ``max|X_j|`` per input channel ``[K]`` (the ``absmax-per-channel`` observer).
+        act_absmax: ``max|X_j|`` per input channel ``[K]`` (the ``absmax-per-channel`` observer), or
+            another per-channel size of the activations, e.g. their RMS for per-token activations
+            (``rms-per-channel``).
         weight_absmax: ``max|W_j|`` per input channel ``[K]`` (:func:`group_weight_absmax`).
         alpha: migration strength in ``[0, 1]``; 0 leaves the activations' scale to the weights'
             range only, 1 moves all of the activation range into the weights.
