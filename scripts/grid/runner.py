@@ -2,7 +2,8 @@
 
 Each finished cell is appended to the results store at once; cells already in the store
 are skipped (a model is not even loaded when all its cells of a method are done), so an
-interrupted grid resumes where it stopped.
+interrupted grid resumes where it stopped. A record keeps the perplexity, footprint, timings and
+the recipe's step summaries (``steps``, as in ``ptq.json``: e.g. SmoothQuant's chosen alphas).
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     tag = f"[{model_e.label} | {method.label}" + (f" | seed {seed}]" if seed is not None else "]")
     log(f"{tag} loading {model_e.id}")
     model, tokenizer = load_model(model_e.id, dtype=method.dtype, device=config.device)
-    quantized, t_quant, peak = {}, 0.0, None
+    quantized, t_quant, peak, steps = {}, 0.0, None, []
     if method.steps:
         recipe = Recipe.from_list([dict(s) for s in method.steps])
         segments = None
@@ -110,7 +111,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
         log(f"{tag} quantizing ({recipe.describe()})")
         res = quantize_model(model, recipe, segments, batch_size=config.calibration.batch_size, progress=progress,
                              autocast=method.autocast)
-        t_quant, peak = res.timings.get("quantize", 0.0), res.peak_rss_mb
+        t_quant, peak, steps = res.timings.get("quantize", 0.0), res.peak_rss_mb, res.steps
         quantized = {name: rec.spec for name, rec in res.records.items() if rec.spec is not None}
     fp = footprint(model, quantized=quantized or None)
     native = config.eval.native_dtype and method.dtype != "float32"
@@ -131,7 +132,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
             "seed": seed, "calibration": config.calibration.settings() if seed is not None else None,
             "ppl": r.ppl, "perplexity": r.to_dict(), "tokens": r.tokens, "seconds": r.seconds,
             "footprint": fp.to_dict(), "bits_per_weight": fp.bits_per_weight,
-            "quantize_s": t_quant, "peak_rss_mb": peak, "versions": vers,
+            "quantize_s": t_quant, "peak_rss_mb": peak, "steps": steps, "versions": vers,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     del model

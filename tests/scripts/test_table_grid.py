@@ -99,6 +99,7 @@ def test_interrupted_grid_resumes_to_the_same_table(config_file, tmp_path):
     for field in ("ppl", "tokens", "seconds", "footprint", "quantize_s", "peak_rss_mb", "versions", "recipe"):
         assert rec[field] is not None, field
     assert rec["recipe"][0]["blocksize"] == 128  # resolved: defaults spelled out
+    assert rec["steps"][0]["step"] == "gptq" and rec["steps"][0]["bits"] == 3  # ptq.json's step summaries
 
 
 def test_cli_table(config_file, tmp_path, capsys):
