@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from calibration.recipes import Recipe, SmoothQuantStep
+from calibration.recipes.smoothquant import ACT_STATS, SEARCH_METRICS, SEARCH_SCOPES
 from scripts.errors import UsageError
 from scripts.methods.gptq import gptq_steps
 from scripts.methods.rtn import weight_step
@@ -32,13 +33,13 @@ def alpha_arg(text: str) -> float | str:
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--alpha", type=alpha_arg, default=0.5,
                        help="SmoothQuant migration strength 0..1, or 'auto' (per-block grid search; default 0.5)")
-    group.add_argument("--search-metric", default="mse", choices=["mse", "token-relative"],
+    group.add_argument("--search-metric", default="mse", choices=list(SEARCH_METRICS),
                        help="what --alpha auto minimises: the block outputs' MSE (default), or the mean per-token "
                             "relative squared error (massive-activation tokens do not decide alone)")
-    group.add_argument("--search-scope", default="block", choices=["block", "group"],
+    group.add_argument("--search-scope", default="block", choices=list(SEARCH_SCOPES),
                        help="--alpha auto: one alpha per block (default), or one per smoothing group (q/k/v, "
                             "gate/up, down, ...) searched group by group from the block's best")
-    group.add_argument("--act-stat", default="max", choices=["max", "rms"],
+    group.add_argument("--act-stat", default="max", choices=list(ACT_STATS),
                        help="activation side of SmoothQuant's scales: max|X_j| (default, the paper), or the channel's "
                             "RMS over the calibration tokens (for per-token activations: rare massive tokens "
                             "do not decide the migration)")
