@@ -26,9 +26,10 @@ from torch import nn
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import Step, check_spec_fits, register_step
 from calibration.runner.context import BlockContext, LayerRecord
-from ptq.algorithms.gptq import gptq, qparams_function
+from ptq.algorithms.gptq import gptq
 from ptq.algorithms.hessian import HessianAccumulator
 from ptq.algorithms.rtn import rtn
+from ptq.choosers import get_qparams, legacy_qparams
 from ptq.spec import QuantSpec
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -115,7 +116,13 @@ class GPTQStep(Step):
 
     Args:
         bits, granularity, group_size, symmetric, include_zero: the :class:`ptq.QuantSpec`.
-        blocksize, damp, act_order, static_groups, mse, mse_weighted: as :func:`ptq.algorithms.gptq`.
+        blocksize, damp, act_order, static_groups: as :func:`ptq.algorithms.gptq`.
+        qparams: the registered chooser of (scale, zero) (``minmax``, ``mse``, ``mse-weighted``,
+            ``hqq``; :mod:`ptq.choosers`), given ``diag(H)`` as importance; ``qparams_args`` its options.
+            A chooser with real-valued zeros (``hqq``) gets a float16 ``zero_dtype``.
+        mse, mse_weighted: the older spelling of ``qparams="mse"`` / ``"mse-weighted"``; recipes
+            with them keep loading, and they are kept in step with ``qparams`` so that
+            :meth:`to_dict` spells those choosers as before (same results-store keys).
         true_sequential: quantize the block's layers group by group (see module docstring).
         hessian_dtype: ``"float32"`` (default, as the reference) or ``"float64"``.
         token_clip: scale a token whose layer input is more than ``token_clip`` times its
@@ -138,11 +145,21 @@ class GPTQStep(Step):
     hessian_dtype: str = "float32"
     token_clip: float | None = field(default=None, metadata={"omit_default": True})
     mse_weighted: bool = field(default=False, metadata={"omit_default": True})
+    qparams: str = field(default="minmax", metadata={"omit_default": True})
+    qparams_args: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
+        legacy = legacy_qparams(self.mse, self.mse_weighted)
+        if legacy is not None and self.qparams not in ("minmax", legacy):
+            raise ValueError(f"mse/mse_weighted ask for qparams {legacy!r} but qparams={self.qparams!r} was given")
+        self.qparams = legacy or self.qparams
+        self._chooser = get_qparams(self.qparams)
+        self._chooser.check_options(self.qparams_args)
+        self.mse, self.mse_weighted = self.qparams in ("mse", "mse-weighted"), self.qparams == "mse-weighted"
         self.spec = QuantSpec(
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
             group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
+            **({"zero_dtype": "float16"} if self._chooser.float_zero else {}),
         )
         if self.hessian_dtype not in HESSIAN_DTYPES:
             raise ValueError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
@@ -153,13 +170,18 @@ class GPTQStep(Step):
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
             raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
-        if self.mse_weighted and not self.mse:
-            raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
         if self.static_groups and self.granularity != "group":
             raise ValueError("static_groups needs granularity 'group' with a group_size")
-        qparams_function(self.mse)  # fails early if the mse grid search is unavailable
         self._stats = _new_stats()
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`Step.to_dict`; ``minmax`` / ``mse`` / ``mse-weighted`` without options are spelled
+        by the ``mse`` / ``mse_weighted`` booleans alone, as before ``qparams`` existed."""
+        d = super().to_dict()
+        if self.qparams in ("minmax", "mse", "mse-weighted") and not self.qparams_args:
+            d.pop("qparams", None)
+        return d
 
     def initialize(self, model: nn.Module) -> None:
         check_spec_fits(model, self.spec)  # group_size must divide every block linear's in_features
@@ -200,13 +222,13 @@ class GPTQStep(Step):
         if acc is None or acc.nsamples == 0:
             warnings.warn(f"GPTQ: layer {qname} received no calibration inputs; falling back to round-to-nearest",
                           RuntimeWarning, stacklevel=2)
-            res = rtn(W.float(), self.spec, *qparams_function(self.mse)(W.float(), self.spec))
+            res = rtn(W.float(), self.spec, *self._chooser(W.float(), self.spec, **self.qparams_args))
             res.info.update(fallback="rtn", reason="no calibration inputs")
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
-                           static_groups=self.static_groups, mse=self.mse, mse_weighted=self.mse_weighted)
+                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args)
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
         secs = self._stats["seconds"]

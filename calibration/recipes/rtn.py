@@ -1,4 +1,4 @@
-"""Recipe step ``rtn``: weight-only round-to-nearest with a chosen range observer."""
+"""Recipe step ``rtn``: weight-only round-to-nearest with a chosen qparams chooser or range observer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +10,7 @@ from calibration.recipes.step import Step, check_spec_fits, register_step
 from calibration.recipes.weight_ranges import weight_qparams
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.rtn import rtn
+from ptq.choosers import get_qparams
 from ptq.spec import QuantSpec
 
 
@@ -25,6 +26,9 @@ class RTNStep(Step):
         observer: how the range of each ``(scale, zero)`` unit is chosen: ``minmax``,
             ``percentile`` or ``mse`` (any registered observer), fed the weight itself.
         observer_args: keyword arguments of the observer (e.g. ``{"percentile": 99.9}``).
+        qparams: a registered qparams chooser (:mod:`ptq.choosers`: ``minmax``, ``mse``, ``hqq``)
+            instead of an observer; ``qparams_args`` its options. Choosers that need calibration
+            statistics (``mse-weighted``) belong to GPTQ. ``hqq`` gets float16 zero points.
     """
 
     bits: int = 4
@@ -35,13 +39,24 @@ class RTNStep(Step):
     scale_dtype: str = "float16"
     observer: str = "minmax"
     observer_args: dict[str, Any] = field(default_factory=dict)
+    qparams: str = field(default="minmax", metadata={"omit_default": True})
+    qparams_args: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
 
     needs_calibration_data = False
 
     def __post_init__(self) -> None:
+        chooser = get_qparams(self.qparams)
+        chooser.check_options(self.qparams_args)
+        if chooser.uses_importance:
+            raise ValueError(f"qparams {self.qparams!r} weighs columns by calibration statistics (diag H), which "
+                             "RTN does not collect; use it with the gptq step (--method gptq)")
+        if self.qparams != "minmax" and (self.observer != "minmax" or self.observer_args):
+            raise ValueError(f"choose the range either by qparams ({self.qparams!r}) or by an observer "
+                             f"({self.observer!r}), not both")
         self.spec = QuantSpec(
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
             group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
+            **({"zero_dtype": "float16"} if chooser.float_zero else {}),
         )
         if self.observer not in OBSERVERS:
             raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
@@ -52,7 +67,10 @@ class RTNStep(Step):
     def process_block(self, ctx: BlockContext) -> None:
         for name, layer in ctx.linear_layers().items():
             W = linear_weight(layer).float()
-            scale, zero = weight_qparams(W, self.spec, self.observer, self.observer_args)
+            if self.qparams != "minmax":
+                scale, zero = get_qparams(self.qparams)(W, self.spec, **self.qparams_args)
+            else:
+                scale, zero = weight_qparams(W, self.spec, self.observer, self.observer_args)
             q = rtn(W, self.spec, scale, zero)
             set_linear_weight(layer, q.weight)
             rel = (q.loss / max(float(W.pow(2).sum()), 1e-30)) ** 0.5

@@ -10,6 +10,7 @@ import argparse
 from calibration.recipes import GPTQStep, Recipe
 from calibration.recipes.step import Step
 from scripts.errors import UsageError
+from scripts.methods.rtn import qparams_choice
 from scripts.methods.w8a8 import act_flags, w8a8_step
 
 NAME = "gptq"
@@ -27,10 +28,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--damp", type=float, default=0.01,
                        help="GPTQ dampening, a fraction of mean(diag H) added to diag H (default 0.01)")
     group.add_argument("--mse", action="store_true",
-                       help="GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
+                       help="deprecated: use --qparams mse (GPTQ grid search of each scale minimising |w - q|^2.4)")
     group.add_argument("--mse-weighted", action="store_true",
-                       help="with --mse: weigh each input column's error by the Hessian diagonal (its input "
-                            "energy, llama.cpp's importance matrix) in the scale search")
+                       help="deprecated: use --qparams mse-weighted (that search with each input column's error "
+                            "weighted by the Hessian diagonal, llama.cpp's importance matrix)")
     group.add_argument("--token-clip", type=float, default=None, metavar="R",
                        help="scale tokens whose layer input norm exceeds R x their sequence's median down to it "
                             "before they enter the Hessian (massive-activation / attention-sink tokens); "
@@ -42,8 +43,7 @@ def gptq_step(args: argparse.Namespace) -> GPTQStep:
     return GPTQStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
         blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,
-        true_sequential=args.true_sequential, mse=args.mse or args.mse_weighted,
-        mse_weighted=args.mse_weighted, token_clip=args.token_clip,
+        true_sequential=args.true_sequential, qparams=qparams_choice(args), token_clip=args.token_clip,
     )
 
 
