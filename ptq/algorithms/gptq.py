@@ -253,9 +253,11 @@ def _column_loop(
     columns; the rest of the block is updated once per sub-block by a small matmul (the
     lazy batch update of Sec. 3 applied at two levels), which keeps each column's work to a
     handful of vector operations. ``q = scale * clamp(round(w / scale), -zero, maxq - zero)``
-    equals ``scale * (clamp(round(w / scale) + zero, 0, maxq) - zero)`` exactly (integer zero).
+    equals ``scale * (clamp(round(w / scale) + zero, 0, maxq) - zero)`` exactly (integer zero);
+    real-valued zeros (``spec.float_zero``) round ``w / scale + zero`` instead.
     """
     n, out = Wt.shape
+    float_zero = spec.float_zero
     dtype = Wt.dtype
     maxq = float(spec.maxq)
     Qt = torch.empty_like(Wt)
@@ -293,7 +295,10 @@ def _column_loop(
                 elif col_scale is not None:
                     s, lo, hi = Sr[i], Lr[i], Hr[i]
                 w, q, err = Wr[i], Qr[i], Er[i]
-                torch.div(w, s, out=q).round_().clamp_(lo, hi).mul_(s)
+                if float_zero:  # q = scale * (clamp(round(w / scale + zero), 0, maxq) - zero)
+                    torch.div(w, s, out=q).sub_(lo).round_().clamp_(0, maxq).add_(lo).mul_(s)
+                else:
+                    torch.div(w, s, out=q).round_().clamp_(lo, hi).mul_(s)
                 torch.sub(w, q, out=err).div_(d[i])  # err = (w - q) / [H^-1]_ii
                 if i + 1 < j2:
                     W1[i + 1 : j2].addr_(Hinv1[i, i + 1 : j2], err, alpha=-1)

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 import ptq
-from ptq.modules.quant_linear import Conv1D
+from ptq.modules.quant_linear import SPEC_FIELDS, Conv1D
 from ptq.modules.swap import WEIGHT_ONLY_METHODS, qmodule_entry
 from ptq.spec import QuantSpec
 
@@ -65,9 +65,8 @@ def check_module_config(name: str, config: Any) -> dict[str, Any]:
         if method not in WEIGHT_ONLY_METHODS:
             raise ValueError(f"quantization_config of {name}: unknown method {method!r} "
                              f"(weight-only methods: {', '.join(sorted(WEIGHT_ONLY_METHODS))})")
-        fields = ("bits", "symmetric", "granularity", "group_size", "include_zero")
         try:
-            QuantSpec(**{k: config[k] for k in fields if k in config})
+            QuantSpec(**{k: config[k] for k in SPEC_FIELDS if k in config})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"quantization_config of {name}: {exc}") from exc
         if config.get("scale_dtype") not in ("float16", "float32"):

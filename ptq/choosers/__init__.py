@@ -11,6 +11,6 @@ from ptq.choosers.registry import (
     qparams_names,
     register_qparams,
 )
-from ptq.choosers import builtin  # noqa: E402,F401  (registers minmax, mse, mse-weighted)
+from ptq.choosers import builtin, hqq  # noqa: E402,F401  (register minmax, mse, mse-weighted; hqq)
 
 __all__ = ["QParamsChooser", "choose_qparams", "get_qparams", "legacy_qparams", "qparams_names", "register_qparams"]
