@@ -29,6 +29,9 @@ class RTNStep(Step):
         qparams: a registered qparams chooser (:mod:`ptq.choosers`: ``minmax``, ``mse``, ``hqq``)
             instead of an observer; ``qparams_args`` its options. Choosers that need calibration
             statistics (``mse-weighted``) belong to GPTQ. ``hqq`` gets float16 zero points.
+        weight_format: ``int`` (the affine grid), or the 4-bit code books ``nf4`` / ``fp4`` (QLoRA;
+            ``bits`` 4, blocks of ``group_size``, 64 by default, one absmax each).
+        double_quant: with ``nf4`` / ``fp4``, 8-bit double quantization of the absmax constants.
     """
 
     bits: int = 4
@@ -41,6 +44,8 @@ class RTNStep(Step):
     observer_args: dict[str, Any] = field(default_factory=dict)
     qparams: str = field(default="minmax", metadata={"omit_default": True})
     qparams_args: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
+    weight_format: str = field(default="int", metadata={"omit_default": True})
+    double_quant: bool = field(default=False, metadata={"omit_default": True})
 
     needs_calibration_data = False
 
@@ -53,9 +58,13 @@ class RTNStep(Step):
         if self.qparams != "minmax" and (self.observer != "minmax" or self.observer_args):
             raise ValueError(f"choose the range either by qparams ({self.qparams!r}) or by an observer "
                              f"({self.observer!r}), not both")
+        if self.weight_format != "int" and (self.qparams != "minmax" or self.observer != "minmax"):
+            raise ValueError(f"weight_format {self.weight_format!r} scales each block by its absmax; it takes no "
+                             "qparams or observer choice (leave them at minmax)")
         self.spec = QuantSpec(
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
             group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
+            format=self.weight_format, double_quant=self.double_quant,
             **({"zero_dtype": "float16"} if chooser.float_zero else {}),
         )
         if self.observer not in OBSERVERS:
@@ -67,7 +76,9 @@ class RTNStep(Step):
     def process_block(self, ctx: BlockContext) -> None:
         for name, layer in ctx.linear_layers().items():
             W = linear_weight(layer).float()
-            if self.qparams != "minmax":
+            if self.spec.codebook:
+                scale = zero = None
+            elif self.qparams != "minmax":
                 scale, zero = get_qparams(self.qparams)(W, self.spec, **self.qparams_args)
             else:
                 scale, zero = weight_qparams(W, self.spec, self.observer, self.observer_args)

@@ -61,7 +61,7 @@ def check_module_config(name: str, config: Any) -> dict[str, Any]:
         qmodule_entry(str(kind))
     except ValueError as exc:
         raise ValueError(f"quantization_config of {name}: {exc}") from exc
-    if kind == "weight_only":
+    if kind in ("weight_only", "linear4bit"):
         if method not in WEIGHT_ONLY_METHODS:
             raise ValueError(f"quantization_config of {name}: unknown method {method!r} "
                              f"(weight-only methods: {', '.join(sorted(WEIGHT_ONLY_METHODS))})")
@@ -69,7 +69,7 @@ def check_module_config(name: str, config: Any) -> dict[str, Any]:
             QuantSpec(**{k: config[k] for k in SPEC_FIELDS if k in config})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"quantization_config of {name}: {exc}") from exc
-        if config.get("scale_dtype") not in ("float16", "float32"):
+        if kind == "weight_only" and config.get("scale_dtype") not in ("float16", "float32"):
             raise ValueError(f"quantization_config of {name}: scale_dtype must be float16 or float32, "
                              f"got {config.get('scale_dtype')!r}")
     return config

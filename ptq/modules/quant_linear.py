@@ -116,6 +116,26 @@ def choose_scale_dtype(scale: torch.Tensor, scale_dtype: str | torch.dtype) -> t
     return chosen
 
 
+def apply_keeping_dtype(module: nn.Module, fn, recurse: bool, names: tuple[str, ...]) -> nn.Module:
+    """``nn.Module._apply(fn)`` except that the named buffers keep their dtype (moved, never rounded)."""
+    order = list(module._buffers)
+    kept = {k: module._buffers.pop(k) for k in names if module._buffers.get(k) is not None}
+    try:
+        nn.Module._apply(module, fn, recurse)
+        for k, t in kept.items():
+            moved = fn(t)
+            module._buffers[k] = moved if moved.dtype == t.dtype else t.to(moved.device)
+    except BaseException:
+        for k, t in kept.items():
+            module._buffers.setdefault(k, t)
+        raise
+    finally:
+        items = {k: module._buffers[k] for k in order}  # keep the state_dict order
+        module._buffers.clear()
+        module._buffers.update(items)
+    return module
+
+
 class QuantLinear(nn.Module):
     """Weight-only quantized replacement of ``nn.Linear`` / ``Conv1D`` (packed codes + qparams).
 
@@ -295,22 +315,7 @@ class QuantLinear(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
         """``model.to(dtype)`` / ``.half()`` move the scales (and real-valued zeros) but never round them."""
-        order = list(self._buffers)
-        kept = {k: self._buffers.pop(k) for k in ("scales", "zero_points") if self._buffers.get(k) is not None}
-        try:
-            super()._apply(fn, recurse)
-            for k, t in kept.items():
-                moved = fn(t)
-                self._buffers[k] = moved if moved.dtype == t.dtype else t.to(moved.device)
-        except BaseException:
-            for k, t in kept.items():
-                self._buffers.setdefault(k, t)
-            raise
-        finally:
-            items = {k: self._buffers[k] for k in order}  # keep the state_dict order
-            self._buffers.clear()
-            self._buffers.update(items)
-        return self
+        return apply_keeping_dtype(self, fn, recurse, ("scales", "zero_points"))
 
     def extra_repr(self) -> str:
         extra = f", g_idx" if self.g_idx is not None else ""

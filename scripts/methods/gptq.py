@@ -40,6 +40,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
 
 def gptq_step(args: argparse.Namespace) -> GPTQStep:
     """The GPTQ step described by the shared weight flags and the flags above."""
+    if getattr(args, "weight_format", "int") != "int" or getattr(args, "double_quant", False):
+        raise UsageError("--weight-format and --double-quant apply to --method rtn (GPTQ quantizes to the int grid)")
     return GPTQStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
         blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,

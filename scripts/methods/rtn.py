@@ -20,6 +20,11 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="how each (scale, zero) is chosen, for rtn and gptq: minmax (default), mse (GPTQ's "
                             "shrink search), mse-weighted (gptq only: errors weighted by the Hessian diagonal), "
                             "hqq (half-quadratic optimisation of the zero point, float16 zeros)")
+    group.add_argument("--weight-format", default="int", choices=["int", "nf4", "fp4"],
+                       help="rtn: int (the affine grid, default), or QLoRA's 4-bit code books nf4 / fp4 with one "
+                            "absmax per block of --group-size (default 64)")
+    group.add_argument("--double-quant", action="store_true",
+                       help="with --weight-format nf4/fp4: quantize the absmax constants to 8 bits (blocks of 256)")
     group.add_argument("--observer", default="minmax", help="range of each weight unit: minmax, percentile, mse (default minmax)")
     group.add_argument("--percentile", type=float, default=None, help="percentile for --observer percentile (default 99.99)")
 
@@ -53,6 +58,17 @@ def weight_step(args: argparse.Namespace) -> RTNStep:
     if qparams != "minmax" and args.observer != "minmax":
         raise UsageError(f"--qparams {qparams} and --observer {args.observer} both choose the weight range; "
                          "give one of them")
+    fmt = getattr(args, "weight_format", "int")
+    if fmt != "int":
+        if args.bits != 4 or args.symmetric or args.granularity == "tensor" or qparams != "minmax" \
+                or args.observer != "minmax":
+            raise UsageError(f"--weight-format {fmt} is a 4-bit code book with one absmax per block: it takes "
+                             "--group-size (default 64) but no --bits other than 4, --symmetric, --granularity "
+                             "tensor, --qparams or --observer")
+        return RTNStep(bits=4, granularity="group", group_size=args.group_size or 64, weight_format=fmt,
+                       double_quant=args.double_quant)
+    if getattr(args, "double_quant", False):
+        raise UsageError("--double-quant quantizes the absmax constants of --weight-format nf4 / fp4; add one")
     return RTNStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size,
         symmetric=args.symmetric, observer=args.observer, observer_args=observer_args, qparams=qparams,
@@ -71,6 +87,8 @@ def w8a8_conflicts(args: argparse.Namespace) -> list[str]:
         conflicts.append(f"--observer {args.observer}")
     if args.qparams not in (None, "minmax"):
         conflicts.append(f"--qparams {args.qparams}")
+    if args.weight_format != "int" or args.double_quant:
+        conflicts.append(f"--weight-format {args.weight_format}" + (" --double-quant" if args.double_quant else ""))
     if args.percentile is not None:
         conflicts.append(f"--percentile {args.percentile:g}")
     return conflicts
