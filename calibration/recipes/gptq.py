@@ -146,7 +146,7 @@ class GPTQStep(Step):
     token_clip: float | None = field(default=None, metadata={"omit_default": True})
     mse_weighted: bool = field(default=False, metadata={"omit_default": True})
     qparams: str = field(default="minmax", metadata={"omit_default": True})
-    qparams_args: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
+    qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         legacy = legacy_qparams(self.mse, self.mse_weighted)
@@ -154,7 +154,7 @@ class GPTQStep(Step):
             raise ValueError(f"mse/mse_weighted ask for qparams {legacy!r} but qparams={self.qparams!r} was given")
         self.qparams = legacy or self.qparams
         self._chooser = get_qparams(self.qparams)
-        self._chooser.check_options(self.qparams_args)
+        self._chooser.check_options(self.qparams_args or {})
         self.mse, self.mse_weighted = self.qparams in ("mse", "mse-weighted"), self.qparams == "mse-weighted"
         self.spec = QuantSpec(
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
@@ -222,13 +222,13 @@ class GPTQStep(Step):
         if acc is None or acc.nsamples == 0:
             warnings.warn(f"GPTQ: layer {qname} received no calibration inputs; falling back to round-to-nearest",
                           RuntimeWarning, stacklevel=2)
-            res = rtn(W.float(), self.spec, *self._chooser(W.float(), self.spec, **self.qparams_args))
+            res = rtn(W.float(), self.spec, *self._chooser(W.float(), self.spec, **(self.qparams_args or {})))
             res.info.update(fallback="rtn", reason="no calibration inputs")
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
-                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args)
+                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {})
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
         secs = self._stats["seconds"]

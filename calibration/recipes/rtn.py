@@ -43,7 +43,7 @@ class RTNStep(Step):
     observer: str = "minmax"
     observer_args: dict[str, Any] = field(default_factory=dict)
     qparams: str = field(default="minmax", metadata={"omit_default": True})
-    qparams_args: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
+    qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
     weight_format: str = field(default="int", metadata={"omit_default": True})
     double_quant: bool = field(default=False, metadata={"omit_default": True})
 
@@ -51,7 +51,7 @@ class RTNStep(Step):
 
     def __post_init__(self) -> None:
         chooser = get_qparams(self.qparams)
-        chooser.check_options(self.qparams_args)
+        chooser.check_options(self.qparams_args or {})
         if chooser.uses_importance:
             raise ValueError(f"qparams {self.qparams!r} weighs columns by calibration statistics (diag H), which "
                              "RTN does not collect; use it with the gptq step (--method gptq)")
@@ -79,7 +79,7 @@ class RTNStep(Step):
             if self.spec.codebook:
                 scale = zero = None
             elif self.qparams != "minmax":
-                scale, zero = get_qparams(self.qparams)(W, self.spec, **self.qparams_args)
+                scale, zero = get_qparams(self.qparams)(W, self.spec, **(self.qparams_args or {}))
             else:
                 scale, zero = weight_qparams(W, self.spec, self.observer, self.observer_args)
             q = rtn(W, self.spec, scale, zero)

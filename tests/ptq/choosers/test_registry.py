@@ -63,6 +63,13 @@ def test_legacy_booleans():
 def test_gptq_step_keeps_the_old_spelling_and_keys():
     from calibration.recipes import GPTQStep, RTNStep
 
+    # the keys of the results store hash these dicts: the new options are absent at their defaults
+    assert list(RTNStep().to_dict()) == ["step", "bits", "granularity", "group_size", "symmetric", "include_zero",
+                                         "scale_dtype", "observer", "observer_args"]
+    assert list(GPTQStep().to_dict()) == ["step", "bits", "granularity", "group_size", "symmetric", "include_zero",
+                                          "scale_dtype", "blocksize", "damp", "act_order", "static_groups",
+                                          "true_sequential", "mse", "hessian_dtype"]
+
     old = GPTQStep(bits=4, act_order=True, mse=True, mse_weighted=True)
     new = GPTQStep(bits=4, act_order=True, qparams="mse-weighted")
     assert old.to_dict() == new.to_dict() and new.to_dict()["mse"] and new.to_dict()["mse_weighted"]
