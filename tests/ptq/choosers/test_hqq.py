@@ -125,3 +125,25 @@ def test_quant_linear_stores_real_zeros(tmp_path):
     assert qm.zero_points.dtype == torch.float16
     with pytest.raises(ValueError, match="must be float16 numbers"):
         QuantLinear.from_float(lin, spec, res.scale, res.zero + 1e-4)
+
+
+def test_rtn_step_with_hqq_checkpoint_round_trip(tmp_path, tiny_model, tiny_segments):
+    from calibration.recipes import Recipe
+    from calibration.runner import quantize_model
+    from evaluations.footprint import footprint
+    from ptq.checkpoint import load_quantized, save_quantized
+
+    model = tiny_model("llama")
+    recipe = Recipe.from_list([{"step": "rtn", "bits": 4, "group_size": 32, "granularity": "group", "qparams": "hqq"}])
+    result = quantize_model(model, recipe, tiny_segments(), progress=False)
+    ids = tiny_segments(n=2)
+    with torch.no_grad():
+        ref = model(ids).logits
+    save_quantized(model, tmp_path / "q", result.records)
+    loaded, _ = load_quantized(tmp_path / "q")
+    qms = [m for m in loaded.modules() if type(m).__name__ == "QuantLinear"]
+    assert qms and all(m.zero_points is not None and m.qzeros is None for m in qms)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, ref, rtol=0, atol=1e-5)
+    specs = {n: r.spec for n, r in result.records.items()}
+    assert footprint(model, specs).quantized_bytes == footprint(loaded).quantized_bytes
