@@ -99,6 +99,8 @@ def _check_inputs(
         raise ValueError(f"damp must be non-negative, got {damp}")
     if static_groups and spec.granularity != "group":
         raise ValueError("static_groups needs granularity 'group' with a group_size")
+    if spec.codebook:
+        raise ValueError(f"GPTQ quantizes to the integer grid scale * (q - zero); format {spec.format!r} is not supported")
     spec.check_shape(n)
 
 

@@ -102,6 +102,8 @@ def test_gptq_function_deprecated_booleans_equal_the_name():
     torch.testing.assert_close(old.weight, new.weight, rtol=0, atol=0)
     with pytest.raises(ValueError, match="has no option"):
         gptq(W, H, spec, qparams="mse", qparams_args={"nope": 1})
+    with pytest.raises(ValueError, match="format 'nf4' is not supported"):
+        gptq(W, H, QuantSpec(format="nf4", group_size=16))
 
 
 def _args(*argv: str) -> argparse.Namespace:
