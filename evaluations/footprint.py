@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from ptq.layers import in_out_features
 from ptq.packing import packed_length
 from ptq.spec import QuantSpec
 
@@ -71,13 +72,6 @@ def packed_weight_bytes(out_features: int, in_features: int, spec: QuantSpec) ->
     return codes + scales + zeros
 
 
-def _weight_shape(module: nn.Module) -> tuple[int, int]:
-    w = module.weight
-    if type(module).__name__ == "Conv1D":  # transformers' GPT-2 layer stores [in, out]
-        return int(w.shape[1]), int(w.shape[0])
-    return int(w.shape[0]), int(w.shape[1])
-
-
 def footprint(model: nn.Module, quantized: Mapping[str, QuantSpec] | None = None) -> Footprint:
     """Footprint of ``model``; ``quantized`` maps qualified linear-layer names to their spec."""
     quantized = dict(quantized or {})
@@ -97,7 +91,7 @@ def footprint(model: nn.Module, quantized: Mapping[str, QuantSpec] | None = None
                 seen.add(storage_key(t))
             continue
         if name in quantized:
-            out_f, in_f = _weight_shape(module)
+            in_f, out_f = in_out_features(module)
             b = packed_weight_bytes(out_f, in_f, quantized.pop(name))
             seen.add(storage_key(module.weight))
             total, params, q_params, q_bytes = total + b, params + out_f * in_f, q_params + out_f * in_f, q_bytes + b

@@ -23,13 +23,11 @@ import torch
 from torch import nn
 
 from calibration.models.owned import own_memory
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-DEVICES = ("cpu", "cuda", "auto")
+from ptq.errors import PTQUserError
+from ptq.layers import resolve_dtype
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(PTQUserError):
     """The model name is neither an alias, a local folder / GGUF file, nor reachable on the hub."""
 
 
@@ -52,14 +50,6 @@ ALIASES = {"smollm2-135m": _smollm2_gguf}
 def cache_dir() -> Path:
     """Where converted GGUF models are cached: ``$PTQ_CACHE_DIR`` or ``~/.cache/ptq``."""
     return Path(os.environ.get("PTQ_CACHE_DIR") or Path.home() / ".cache" / "ptq")
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
-    return DTYPES[dtype]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -23,14 +23,13 @@ from typing import Any
 from torch import nn
 
 import ptq
-from ptq.modules.quant_linear import Conv1D
+from ptq.layers import LINEAR_TYPES
 from ptq.modules.swap import WEIGHT_ONLY_METHODS, qmodule_entry
 from ptq.spec import QuantSpec
 
 QUANT_METHOD = "ptq"
 FORMAT_VERSION = 1
 _TOP_KEYS = ("quant_method", "format_version", "ptq_version", "overrides", "modules_in_float")
-LINEAR_TYPES: tuple[type, ...] = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
 
 
 def module_config(module: nn.Module, method: str | None) -> dict[str, Any]:

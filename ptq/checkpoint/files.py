@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from ptq.jsonable import json_default
+from ptq.jsonable import write_json
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -49,10 +49,6 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
     else:
         tmp.rename(directory)
 
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 import ptq
-from ptq.checkpoint.config import LINEAR_TYPES
 from ptq.checkpoint.files import atomic_folder, write_checkpoint
 from ptq.checkpoint.save import float_linears, float_state
-from ptq.modules.quant_linear import QuantLinear, unpack_rows, weight_2d
+from ptq.layers import is_linear, weight_2d
+from ptq.modules.quant_linear import QuantLinear, unpack_rows
 from ptq.modules.swap import quantized_modules
 from ptq.packing import pack_codes
 from ptq.spec import QuantSpec
@@ -206,7 +206,7 @@ def gptq_to_ptq(qc: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.
             module = model.get_submodule(name)
         except AttributeError as exc:
             raise ValueError(f"the GPTQ checkpoint quantizes {name}, which the model does not have") from exc
-        if not isinstance(module, LINEAR_TYPES):
+        if not is_linear(module):
             raise ValueError(f"the GPTQ checkpoint quantizes {name}, a {type(module).__name__}")
         out, n = weight_2d(module).shape
         if n * bits % 32 or out * bits % 32 or (group_size != -1 and n % group_size):

@@ -17,10 +17,10 @@ from torch import nn
 
 from ptq.checkpoint.config import QUANT_METHOD, parse_quantization_config
 from ptq.checkpoint.files import read_json, read_tensors
+from ptq.layers import resolve_dtype
 from ptq.modules.swap import qmodule_entry, set_submodule
 
 QUANT_METHODS = (QUANT_METHOD, "gptq")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def is_quantized_checkpoint(path: str | Path) -> bool:
@@ -33,14 +33,6 @@ def is_quantized_checkpoint(path: str | Path) -> bool:
     except ValueError:
         return False
     return isinstance(qc, dict) and qc.get("quant_method") in QUANT_METHODS
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
 
 
 def empty_model(config_dict: dict[str, Any], dtype: torch.dtype) -> nn.Module:

@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping, Protocol
 import torch
 from torch import nn
 
-from ptq.modules.quant_linear import Conv1D, QuantLinear
+from ptq.layers import LINEAR_TYPES
+from ptq.modules.quant_linear import QuantLinear
 
 #: Record methods whose layers are weight-only grids that :class:`QuantLinear` stores.
 WEIGHT_ONLY_METHODS = {"rtn", "gptq", "awq"}
@@ -61,7 +62,7 @@ def register_qmodule(kind: str, replaces: Iterable[type]):
     return decorate
 
 
-register_qmodule("weight_only", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))(QuantLinear)
+register_qmodule("weight_only", LINEAR_TYPES)(QuantLinear)
 
 
 def qmodule_entry(kind: str) -> QModuleEntry:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from scripts.commands.common import add_model_arguments, add_quiet, info
-from scripts.output import write_json
+from ptq.jsonable import write_json
 
 HELP = "perplexity of a model (or a ptq quantize output folder) on evaluation corpora"
 

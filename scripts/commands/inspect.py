@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet
-from scripts.output import write_json
+from ptq.jsonable import write_json
 
 HELP = "per-layer activation statistics (max |x|, outlier channels, kurtosis) on calibration data"
 

@@ -7,7 +7,8 @@ import time
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import METHODS
 from scripts.methods.w8a8 import add_act_arguments
-from scripts.output import atomic_folder, check_output, write_json
+from ptq.jsonable import write_json
+from scripts.output import atomic_folder, check_output
 from scripts.versions import versions
 
 HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with ptq.json"
