@@ -19,6 +19,7 @@ from torch import nn
 from ptq.layers import in_out_features
 from ptq.packing import packed_length
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 @dataclass
@@ -96,7 +97,7 @@ def footprint(model: nn.Module, quantized: Mapping[str, QuantSpec] | None = None
             seen.add(storage_key(module.weight))
             total, params, q_params, q_bytes = total + b, params + out_f * in_f, q_params + out_f * in_f, q_bytes + b
     if quantized:
-        raise ValueError(f"footprint: no layer named {sorted(quantized)[0]!r} in the model")
+        raise PTQUserError(f"footprint: no layer named {sorted(quantized)[0]!r} in the model")
     for t in list(model.parameters()) + [b for b in model.buffers() if b is not None]:
         key = storage_key(t)
         if key in seen:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     import datasets
@@ -130,7 +131,7 @@ class HubSource:
 
     def _text_only(self, dataset: "datasets.Dataset", split: str) -> "datasets.Dataset":
         if self.text_field not in dataset.column_names:
-            raise ValueError(
+            raise PTQUserError(
                 f"dataset {self.source!r} has no field {self.text_field!r} "
                 f"(columns: {', '.join(dataset.column_names)})"
             )

@@ -57,7 +57,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA device is available; use --device cpu")
+        raise PTQUserError("device cuda was asked for but no CUDA device is available; use --device cpu")
     return device
 
 
@@ -78,7 +78,7 @@ def convert_gguf(gguf: Path) -> Path:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except (ValueError, KeyError, OSError) as exc:
-        raise ValueError(f"cannot read the GGUF file {gguf}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        raise PTQUserError(f"cannot read the GGUF file {gguf}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -86,7 +86,7 @@ def convert_gguf(gguf: Path) -> Path:
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:
-        raise ValueError(f"GGUF {gguf}: weights do not match the architecture (missing {sorted(missing)[:3]}, "
+        raise PTQUserError(f"GGUF {gguf}: weights do not match the architecture (missing {sorted(missing)[:3]}, "
                          f"unexpected {sorted(unexpected)[:3]})")
     model.tie_weights()
     del loaded

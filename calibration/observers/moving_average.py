@@ -18,6 +18,7 @@ import torch
 
 from calibration.observers.base import Observer
 from calibration.observers.registry import register_observer
+from ptq.errors import PTQUserError
 
 
 @register_observer("moving-average")
@@ -26,7 +27,7 @@ class MovingAverageMinMaxObserver(Observer):
 
     def __init__(self, axis: int | None = None, momentum: float = 0.01) -> None:
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+            raise PTQUserError(f"momentum must be a number in (0, 1], got {momentum!r}")
         self.momentum = float(momentum)
         super().__init__(axis)
 

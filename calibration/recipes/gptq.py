@@ -30,6 +30,7 @@ from ptq.algorithms.gptq import gptq, qparams_function
 from ptq.algorithms.hessian import HessianAccumulator
 from ptq.algorithms.rtn import rtn
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RECORD_KEYS = ("damp", "dead_columns", "fallback", "reason")
@@ -145,18 +146,18 @@ class GPTQStep(Step):
             group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
         )
         if self.hessian_dtype not in HESSIAN_DTYPES:
-            raise ValueError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
+            raise PTQUserError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
         if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
-            raise ValueError(f"blocksize must be a positive integer, got {self.blocksize!r}")
+            raise PTQUserError(f"blocksize must be a positive integer, got {self.blocksize!r}")
         if not (isinstance(self.damp, (int, float)) and 0 <= self.damp <= 1):
-            raise ValueError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
+            raise PTQUserError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
-            raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
+            raise PTQUserError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
         if self.mse_weighted and not self.mse:
-            raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
+            raise PTQUserError("mse_weighted weighs the mse grid search: it needs mse=True")
         if self.static_groups and self.granularity != "group":
-            raise ValueError("static_groups needs granularity 'group' with a group_size")
+            raise PTQUserError("static_groups needs granularity 'group' with a group_size")
         qparams_function(self.mse)  # fails early if the mse grid search is unavailable
         self._stats = _new_stats()
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}

@@ -21,6 +21,7 @@ from ptq.algorithms.llm_int8 import check_threshold
 from ptq.modules.llm_int8_linear import COMPUTES, GRANULARITIES, MODES, Int8OutlierLinear
 from ptq.modules.swap import set_submodule
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 @register_step("llm-int8")
@@ -48,11 +49,11 @@ class LLMInt8Step(Step):
         check_threshold(self.threshold)
         for name, allowed in (("mode", MODES), ("granularity", GRANULARITIES), ("compute", COMPUTES)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"llm-int8 {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise PTQUserError(f"llm-int8 {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.zero_point, bool):
-            raise ValueError(f"llm-int8 zero_point must be true or false, got {self.zero_point!r}")
+            raise PTQUserError(f"llm-int8 zero_point must be true or false, got {self.zero_point!r}")
         if self.zero_point and self.granularity != "vector":
-            raise ValueError("llm-int8 zero_point quantizes rows: it needs granularity 'vector'")
+            raise PTQUserError("llm-int8 zero_point quantizes rows: it needs granularity 'vector'")
 
     @property
     def needs_calibration_data(self) -> bool:  # type: ignore[override]

@@ -18,6 +18,7 @@ from typing import Any
 
 from calibration.recipes.step import Step, make_step
 from calibration.config_files import read_structured_file
+from ptq.errors import PTQUserError
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Recipe:
         steps = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "step" not in item:
-                raise ValueError(f"recipe entry {i} must be a table with a 'step' key, got {item!r}")
+                raise PTQUserError(f"recipe entry {i} must be a table with a 'step' key, got {item!r}")
             args = {k: v for k, v in item.items() if k != "step"}
             steps.append(make_step(item["step"], **args))
         return cls(steps)
@@ -39,7 +40,7 @@ class Recipe:
         data = read_structured_file(path, "recipe file")
         items = data.get("steps") if isinstance(data, dict) else data
         if not isinstance(items, list) or not items:
-            raise ValueError(f"recipe file {path} must hold a non-empty list of steps under 'steps'")
+            raise PTQUserError(f"recipe file {path} must hold a non-empty list of steps under 'steps'")
         return cls.from_list(items)
 
     def to_list(self) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from calibration.recipes.weight_ranges import weight_qparams
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.rtn import rtn
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 @register_step("rtn")
@@ -44,7 +45,7 @@ class RTNStep(Step):
             group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
         )
         if self.observer not in OBSERVERS:
-            raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
+            raise PTQUserError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
 
     def initialize(self, model) -> None:
         check_spec_fits(model, self.spec)

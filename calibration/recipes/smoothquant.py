@@ -50,6 +50,7 @@ from ptq.algorithms.smoothquant import (SmoothingPlan, apply_smoothing, check_al
                                         smooth_scales, smoothing_groups)
 from ptq.algorithms.absmax import absmax_scale, quantize_symmetric
 from ptq.modules.w8a8_linear import ACT_MODES, quantize_per_token
+from ptq.errors import PTQUserError
 
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 ACT_STATS = {"max": "absmax-per-channel", "rms": "rms-per-channel"}  # statistic -> observer
@@ -142,17 +143,17 @@ class SmoothQuantStep(Step):
         if self.alpha != "auto":
             check_alpha(self.alpha)  # type: ignore[arg-type]
         if self.act not in ACT_MODES:
-            raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
+            raise PTQUserError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
         if isinstance(self.search_samples, bool) or not isinstance(self.search_samples, int) or self.search_samples < 0:
-            raise ValueError(f"search_samples must be a non-negative integer (0: all), got {self.search_samples!r}")
+            raise PTQUserError(f"search_samples must be a non-negative integer (0: all), got {self.search_samples!r}")
         if self.search_metric not in SEARCH_METRICS:
-            raise ValueError(f"search_metric must be one of {', '.join(SEARCH_METRICS)}, got {self.search_metric!r}")
+            raise PTQUserError(f"search_metric must be one of {', '.join(SEARCH_METRICS)}, got {self.search_metric!r}")
         if self.search_scope not in SEARCH_SCOPES:
-            raise ValueError(f"search_scope must be one of {', '.join(SEARCH_SCOPES)}, got {self.search_scope!r}")
+            raise PTQUserError(f"search_scope must be one of {', '.join(SEARCH_SCOPES)}, got {self.search_scope!r}")
         if self.act_stat not in ACT_STATS:
-            raise ValueError(f"act_stat must be one of {', '.join(ACT_STATS)}, got {self.act_stat!r}")
+            raise PTQUserError(f"act_stat must be one of {', '.join(ACT_STATS)}, got {self.act_stat!r}")
         if self.search_scope != "block" and self.alpha != "auto":
-            raise ValueError(f"search_scope {self.search_scope!r} needs alpha='auto' (a fixed alpha searches nothing)")
+            raise PTQUserError(f"search_scope {self.search_scope!r} needs alpha='auto' (a fixed alpha searches nothing)")
         self._plans: dict[tuple[str, ...], SmoothingPlan] = {}
         self._summary: dict[str, Any] = {}
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from calibration.runner.context import BlockContext
+from ptq.errors import PTQUserError
 
 STEPS: dict[str, type["Step"]] = {}
 
@@ -76,12 +77,12 @@ def make_step(name: str, **kwargs: Any) -> Step:
     import calibration.recipes  # noqa: F401  (registers the built-in steps)
 
     if name not in STEPS:
-        raise ValueError(f"unknown recipe step {name!r}; known steps: {', '.join(sorted(STEPS))}")
+        raise PTQUserError(f"unknown recipe step {name!r}; known steps: {', '.join(sorted(STEPS))}")
     cls = STEPS[name]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(
+        raise PTQUserError(
             f"recipe step {name!r} has no argument(s) {', '.join(unknown)}; "
             f"its arguments: {', '.join(sorted(fields))}"
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from ptq.errors import PTQUserError
 
 
 class StopForward(Exception):
@@ -119,7 +120,7 @@ def autocast_dtype(name: str | None) -> torch.dtype | None:
     if name is None:
         return None
     if name not in AUTOCAST_DTYPES:
-        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} (or none), got {name!r}")
+        raise PTQUserError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} (or none), got {name!r}")
     return AUTOCAST_DTYPES[name]
 
 

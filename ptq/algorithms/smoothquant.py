@@ -28,6 +28,7 @@ from torch import nn
 
 from ptq.algorithms.smoothing_groups import SmoothGroup, SmoothingPlan, apply_smoothing, smoothing_groups
 from ptq.layers import linear_weight
+from ptq.errors import PTQUserError
 
 CLAMP_MIN = 1e-5
 CLAMP_MAX = 1e5
@@ -39,7 +40,7 @@ __all__ = ["SmoothGroup", "SmoothingPlan", "apply_smoothing", "check_alpha", "gr
 def check_alpha(alpha: float) -> float:
     """``alpha`` as a float, ``ValueError`` unless it is a number in ``[0, 1]``."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha (SmoothQuant migration strength) must be a number from 0 to 1, got {alpha!r}")
+        raise PTQUserError(f"alpha (SmoothQuant migration strength) must be a number from 0 to 1, got {alpha!r}")
     return float(alpha)
 
 
@@ -62,9 +63,9 @@ def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: 
     alpha = check_alpha(alpha)
     a, w = act_absmax.float(), weight_absmax.float().to(act_absmax.device)
     if a.shape != w.shape or a.dim() != 1:
-        raise ValueError(f"act_absmax and weight_absmax must both be [K], got {tuple(a.shape)} and {tuple(w.shape)}")
+        raise PTQUserError(f"act_absmax and weight_absmax must both be [K], got {tuple(a.shape)} and {tuple(w.shape)}")
     for t, what in ((a, "activation"), (w, "weight")):
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"the {what} absmax contains inf or NaN; SmoothQuant needs finite statistics")
+            raise PTQUserError(f"the {what} absmax contains inf or NaN; SmoothQuant needs finite statistics")
     s = a.clamp(min=CLAMP_MIN).pow(alpha) / w.clamp(min=CLAMP_MIN).pow(1.0 - alpha)
     return s.clamp(CLAMP_MIN, CLAMP_MAX)

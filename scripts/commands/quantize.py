@@ -10,6 +10,7 @@ from scripts.methods.w8a8 import add_act_arguments
 from ptq.jsonable import write_json
 from scripts.output import atomic_folder, check_output
 from scripts.versions import versions
+from ptq.errors import PTQUserError
 
 HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with ptq.json"
 
@@ -62,7 +63,7 @@ def check_format(args: argparse.Namespace) -> None:
 
     if args.method not in WEIGHT_ONLY_METHODS or args.act_bits is not None:
         asked = f"--method {args.method}" + (" --act-bits 8" if args.act_bits is not None else "")
-        raise ValueError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
+        raise PTQUserError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
                          f"not {asked}")
     check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
                               group_size=args.group_size))

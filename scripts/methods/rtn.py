@@ -9,6 +9,7 @@ import argparse
 from calibration.recipes import Recipe, RTNStep
 from scripts.errors import UsageError
 from scripts.methods.w8a8 import act_flags, w8a8_step
+from ptq.errors import PTQUserError
 
 NAME = "rtn"
 
@@ -23,7 +24,7 @@ def weight_step(args: argparse.Namespace) -> RTNStep:
     observer_args = {}
     if args.percentile is not None:
         if args.observer != "percentile":
-            raise ValueError("--percentile only applies to --observer percentile")
+            raise PTQUserError("--percentile only applies to --observer percentile")
         observer_args["percentile"] = args.percentile
     return RTNStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size,
