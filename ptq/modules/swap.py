@@ -24,7 +24,7 @@ from ptq.layers import LINEAR_TYPES
 from ptq.modules.quant_linear import QuantLinear
 
 #: Record methods whose layers are weight-only grids that :class:`QuantLinear` stores.
-WEIGHT_ONLY_METHODS = {"rtn", "gptq", "awq"}
+WEIGHT_ONLY_METHODS = {"rtn", "gptq"}
 
 
 class LayerQuantRecord(Protocol):
@@ -70,10 +70,6 @@ def qmodule_entry(kind: str) -> QModuleEntry:
     if kind not in _REGISTRY:
         raise ValueError(f"unknown quantized module kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[kind]
-
-
-def registered_kinds() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def is_qmodule(module: nn.Module) -> bool:

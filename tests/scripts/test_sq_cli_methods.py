@@ -13,7 +13,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_smoothquant_auto_static() -> None:
-    recipe = quantize.build_recipe(_args("--method", "smoothquant", "--alpha", "auto", "--act", "static",
+    recipe = quantize.build_recipe(_args("--method", "smoothquant", "--alpha", "auto", "--act-granularity", "tensor",
                                          "--act-observer", "percentile"))
     sq, w = recipe.to_list()
     assert sq["step"] == "smoothquant" and sq["alpha"] == "auto" and sq["act"] == "static"
