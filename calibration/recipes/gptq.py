@@ -184,8 +184,7 @@ class GPTQStep(Step):
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)
         if key not in self._groups_cache:
-            first = ctx.inputs.batches(0, 1)
-            probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=first, records={})
+            probe = ctx.on_batches(1)  # which layers read the same input: one mini-batch tells
             router = InputRouter(accumulate=False)
             probe.observe_inputs(list(layers), router.stat)
             router.release()
