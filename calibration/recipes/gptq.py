@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from calibration.models.blocks import linear_weight, set_linear_weight
-from calibration.recipes.step import Step, check_spec_fits, register_step
+from calibration.recipes.step import WeightStep, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
-from ptq.algorithms.gptq import gptq, qparams_function
+from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq, qparams_function
 from ptq.algorithms.hessian import HessianAccumulator
 from ptq.algorithms.rtn import rtn
-from ptq.spec import QuantSpec
 from ptq.errors import PTQUserError
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -109,9 +108,9 @@ class _Feed:
         self.router.feed(self.name, x)
 
 
-@register_step("gptq")
+@register_step("gptq", weight_only=True)
 @dataclass
-class GPTQStep(Step):
+class GPTQStep(WeightStep):
     """Quantize every linear weight of each block with GPTQ.
 
     Args:
@@ -124,27 +123,24 @@ class GPTQStep(Step):
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
     """
 
-    bits: int = 4
-    granularity: str = "channel"
-    group_size: int | None = None
-    symmetric: bool = False
-    include_zero: bool = True
-    scale_dtype: str = "float16"
-    blocksize: int = 128
-    damp: float = 0.01
-    act_order: bool = False
-    static_groups: bool = False
-    true_sequential: bool = False
-    mse: bool = False
+    blocksize: int = option(BLOCKSIZE, "GPTQ lazy-batch block size (default %(default)s)")
+    damp: float = option(DAMP, "GPTQ dampening, a fraction of mean(diag H) added to diag H (default %(default)s)")
+    act_order: bool = option(False, "quantize columns in order of decreasing Hessian diagonal (GPTQ act-order)")
+    static_groups: bool = option(False, "with --group-size: fix every group's scale/zero before quantizing")
+    true_sequential: bool = option(False, "quantize each block's layers group by group (q/k/v, out, MLP in, MLP "
+                                          "out), each on inputs from the already quantized earlier groups")
+    mse: bool = option(False, "GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
     hessian_dtype: str = "float32"
-    token_clip: float | None = field(default=None, metadata={"omit_default": True})
-    mse_weighted: bool = field(default=False, metadata={"omit_default": True})
+    token_clip: float | None = option(None, "scale tokens whose layer input norm exceeds R x their sequence's median "
+                                            "down to it before they enter the Hessian (massive-activation / "
+                                            "attention-sink tokens); R > 1, default off",
+                                      type=float, metavar="R", omit_default=True)
+    mse_weighted: bool = option(False, "with --mse: weigh each input column's error by the Hessian diagonal (its "
+                                       "input energy, llama.cpp's importance matrix) in the scale search",
+                                omit_default=True)
 
     def __post_init__(self) -> None:
-        self.spec = QuantSpec(
-            bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
-            group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
-        )
+        super().__post_init__()
         if self.hessian_dtype not in HESSIAN_DTYPES:
             raise PTQUserError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
         if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
@@ -163,7 +159,7 @@ class GPTQStep(Step):
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
 
     def initialize(self, model: nn.Module) -> None:
-        check_spec_fits(model, self.spec)  # group_size must divide every block linear's in_features
+        super().initialize(model)
         self._stats = _new_stats()
 
     def process_block(self, ctx: BlockContext) -> None:

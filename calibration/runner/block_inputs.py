@@ -126,7 +126,7 @@ def autocast_dtype(name: str | None) -> torch.dtype | None:
 
 def native_cpu_dtype(dtype: torch.dtype) -> bool:
     """Whether this CPU computes ``dtype`` matmuls natively (AVX-512 BF16 / FP16, AMX); without
-    it oneDNN emulates them, measured 4x slower than float32 on an AVX2 host."""
+    it oneDNN emulates them, slower than float32 (``docs/results.md``)."""
     check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
     try:
         return bool(getattr(torch.ops.mkldnn, check)()) if check else True

@@ -27,6 +27,11 @@ from ptq.modules.quant_linear import QuantLinear
 WEIGHT_ONLY_METHODS = {"rtn", "gptq"}
 
 
+def register_weight_only_method(name: str) -> None:
+    """Declare that records of method ``name`` are weight-only grids (``spec``, ``scale``, ``zero``)."""
+    WEIGHT_ONLY_METHODS.add(name)
+
+
 class LayerQuantRecord(Protocol):
     """What swapping needs of a calibration record (``calibration.runner.LayerRecord``)."""
 

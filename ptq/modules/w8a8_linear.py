@@ -18,10 +18,8 @@ Two execution paths compute the same numbers up to float rounding:
 
 The two paths agree per layer to float rounding (relative 1e-6), not bit for bit: through a whole
 model a last-bit difference can move an activation across a rounding boundary of the next layer's
-per-token grid, and such flips cascade into a different draw of the same quantization noise.
-Measured on SmolLM2-135M, naive W8A8 per-token: perplexity 17.793 (``int``) against 17.861
-(``fake``) on web-nt, 15.718 against 15.731 on pydocs (40 windows of 512). Differences between
-W8A8 methods smaller than that are within this noise.
+per-token grid, and such flips cascade into a different draw of the same quantization noise
+(how large that noise is in perplexity: ``docs/results.md``).
 
 A zero row (or an all-zero calibration range) gets scale 1 (all codes 0, no division by zero).
 Per-token scales are checked to be finite (an inf activation raises ``ValueError``); static
