@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from ptq.errors import PTQUserError
 from ptq.spec import QuantSpec
 
 #: NF4: quantiles of N(0, 1) normalised to [-1, 1], 8 positive and 7 negative values plus 0
@@ -43,7 +44,7 @@ DQ_BLOCK = 256  # blocks of absmax constants in double quantization (bitsandbyte
 def code_values(fmt: str) -> torch.Tensor:
     """The 16 values of ``"nf4"`` or ``"fp4"`` as float32, index = code."""
     if fmt not in ("nf4", "fp4"):
-        raise ValueError(f"no 4-bit code book named {fmt!r}; known: nf4, fp4")
+        raise PTQUserError(f"no 4-bit code book named {fmt!r}; known: nf4, fp4")
     return torch.tensor(NF4_VALUES if fmt == "nf4" else FP4_VALUES, dtype=torch.float32)
 
 
@@ -97,14 +98,14 @@ def _blockwise(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]
 def absmax_quantize(W: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (uint8 ``[out, in]``) and absmax (float32 ``[out, in / group_size]``) of a 2-D weight."""
     if not spec.codebook:
-        raise ValueError(f"absmax_quantize needs format nf4 or fp4, got {spec.format!r}")
+        raise PTQUserError(f"absmax_quantize needs format nf4 or fp4, got {spec.format!r}")
     if W.dim() != 2:
-        raise ValueError(f"expected a 2-D [out_features, in_features] tensor, got shape {tuple(W.shape)}")
+        raise PTQUserError(f"expected a 2-D [out_features, in_features] tensor, got shape {tuple(W.shape)}")
     spec.check_shape(W.shape[1])
     assert spec.group_size is not None
     Wf = W.float()
     if not torch.isfinite(Wf).all():
-        raise ValueError("the tensor to quantize contains NaN or inf; quantization needs finite values")
+        raise PTQUserError("the tensor to quantize contains NaN or inf; quantization needs finite values")
     absmax, scaled = _blockwise(Wf.reshape(-1), spec.group_size)
     codes = nearest_codes(scaled, code_values(spec.format)).to(torch.uint8).reshape(W.shape)
     return codes, absmax.reshape(W.shape[0], -1)
@@ -141,7 +142,7 @@ def codebook_dequantize(codes: torch.Tensor, absmax: torch.Tensor, spec: QuantSp
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., n]`` codes in [0, 15] -> uint8 ``[..., n / 2]``, element ``2k`` in the high nibble."""
     if codes.shape[-1] % 2:
-        raise ValueError(f"two 4-bit codes per byte need an even length, got {codes.shape[-1]}")
+        raise PTQUserError(f"two 4-bit codes per byte need an even length, got {codes.shape[-1]}")
     c = codes.to(torch.uint8)
     return (c[..., ::2] << 4) | c[..., 1::2]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Literal
+from ptq.errors import PTQUserError
 
 Granularity = Literal["tensor", "channel", "group"]
 GRANULARITIES = ("tensor", "channel", "group")
@@ -67,46 +68,46 @@ class QuantSpec:
     def __post_init__(self) -> None:
         self._check_extensions()
         if self.scale_dtype not in ("float32", "float16"):
-            raise ValueError(f"scale_dtype must be float32 or float16, got {self.scale_dtype!r}")
+            raise PTQUserError(f"scale_dtype must be float32 or float16, got {self.scale_dtype!r}")
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
-            raise ValueError(f"bits must be an integer from 2 to 8, got {self.bits!r}")
+            raise PTQUserError(f"bits must be an integer from 2 to 8, got {self.bits!r}")
         if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be from 2 to 8, got {self.bits}")
+            raise PTQUserError(f"bits must be from 2 to 8, got {self.bits}")
         if self.granularity not in GRANULARITIES:
-            raise ValueError(
+            raise PTQUserError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}"
             )
         if self.granularity == "group":
             if self.group_size is None:
-                raise ValueError("granularity 'group' needs a group_size (e.g. 64 or 128)")
+                raise PTQUserError("granularity 'group' needs a group_size (e.g. 64 or 128)")
             if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1:
-                raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
+                raise PTQUserError(f"group_size must be a positive integer, got {self.group_size!r}")
         elif self.group_size is not None:
-            raise ValueError(
+            raise PTQUserError(
                 f"group_size={self.group_size} was given with granularity {self.granularity!r}; "
                 "use granularity 'group' to quantize in groups"
             )
 
     def _check_extensions(self) -> None:
         if self.zero_dtype not in ZERO_DTYPES:
-            raise ValueError(f"zero_dtype must be one of {', '.join(ZERO_DTYPES)}, got {self.zero_dtype!r}")
+            raise PTQUserError(f"zero_dtype must be one of {', '.join(ZERO_DTYPES)}, got {self.zero_dtype!r}")
         if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+            raise PTQUserError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not isinstance(self.double_quant, bool):
-            raise ValueError(f"double_quant must be true or false, got {self.double_quant!r}")
+            raise PTQUserError(f"double_quant must be true or false, got {self.double_quant!r}")
         if self.float_zero and self.symmetric:
-            raise ValueError("a symmetric grid fixes zero = (maxq + 1) / 2; real-valued zero points "
+            raise PTQUserError("a symmetric grid fixes zero = (maxq + 1) / 2; real-valued zero points "
                              "(zero_dtype float) need an asymmetric grid")
         if self.format == "int":
             if self.double_quant:
-                raise ValueError("double_quant quantizes the absmax constants of format nf4 / fp4; "
+                raise PTQUserError("double_quant quantizes the absmax constants of format nf4 / fp4; "
                                  "it needs format='nf4' or 'fp4'")
             return
         if self.bits != 4 or self.symmetric or self.zero_dtype != "int":
-            raise ValueError(f"format {self.format!r} is a 4-bit code book scaled by each block's absmax: "
+            raise PTQUserError(f"format {self.format!r} is a 4-bit code book scaled by each block's absmax: "
                              "use bits=4, no symmetric flag and no zero_dtype")
         if self.granularity == "tensor":
-            raise ValueError(f"format {self.format!r} has one absmax per block of group_size weights; "
+            raise PTQUserError(f"format {self.format!r} has one absmax per block of group_size weights; "
                              "per-tensor granularity is not supported")
         if self.group_size is None:
             object.__setattr__(self, "group_size", CODEBOOK_BLOCK)
@@ -135,7 +136,7 @@ class QuantSpec:
         if in_features % self.group_size:
             divisors = [d for d in range(8, in_features + 1) if in_features % d == 0 and d <= 1024]
             hint = ", ".join(str(d) for d in divisors[:10]) or str(in_features)
-            raise ValueError(
+            raise PTQUserError(
                 f"group_size {self.group_size} does not divide {name} ({in_features}); "
                 f"group sizes that divide it: {hint}"
             )

@@ -15,6 +15,7 @@ layers in first-call order, grouped by shared input.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,13 +25,13 @@ import torch
 from torch import nn
 
 from calibration.models.blocks import linear_weight, set_linear_weight
-from calibration.recipes.step import Step, check_spec_fits, register_step
+from calibration.recipes.step import WeightStep, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
-from ptq.algorithms.gptq import gptq
+from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq
 from ptq.algorithms.hessian import HessianAccumulator
 from ptq.algorithms.rtn import rtn
 from ptq.choosers import get_qparams, legacy_qparams
-from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RECORD_KEYS = ("damp", "dead_columns", "fallback", "reason")
@@ -109,9 +110,9 @@ class _Feed:
         self.router.feed(self.name, x)
 
 
-@register_step("gptq")
+@register_step("gptq", weight_only=True)
 @dataclass
-class GPTQStep(Step):
+class GPTQStep(WeightStep):
     """Quantize every linear weight of each block with GPTQ.
 
     Args:
@@ -130,48 +131,45 @@ class GPTQStep(Step):
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
     """
 
-    bits: int = 4
-    granularity: str = "channel"
-    group_size: int | None = None
-    symmetric: bool = False
-    include_zero: bool = True
-    scale_dtype: str = "float16"
-    blocksize: int = 128
-    damp: float = 0.01
-    act_order: bool = False
-    static_groups: bool = False
-    true_sequential: bool = False
-    mse: bool = False
+    blocksize: int = option(BLOCKSIZE, "GPTQ lazy-batch block size (default %(default)s)")
+    damp: float = option(DAMP, "GPTQ dampening, a fraction of mean(diag H) added to diag H (default %(default)s)")
+    act_order: bool = option(False, "quantize columns in order of decreasing Hessian diagonal (GPTQ act-order)")
+    static_groups: bool = option(False, "with --group-size: fix every group's scale/zero before quantizing")
+    true_sequential: bool = option(False, "quantize each block's layers group by group (q/k/v, out, MLP in, MLP "
+                                          "out), each on inputs from the already quantized earlier groups")
+    mse: bool = option(False, "deprecated: use --qparams mse (GPTQ grid search of each scale minimising |w - q|^2.4)")
     hessian_dtype: str = "float32"
-    token_clip: float | None = field(default=None, metadata={"omit_default": True})
-    mse_weighted: bool = field(default=False, metadata={"omit_default": True})
-    qparams: str = field(default="minmax", metadata={"omit_default": True})
+    token_clip: float | None = option(None, "scale tokens whose layer input norm exceeds R x their sequence's median "
+                                            "down to it before they enter the Hessian (massive-activation / "
+                                            "attention-sink tokens); R > 1, default off",
+                                      type=float, metavar="R", omit_default=True)
+    mse_weighted: bool = option(False, "deprecated: use --qparams mse-weighted (the --mse search with each input "
+                                       "column's error weighted by the Hessian diagonal)", omit_default=True)
+    qparams: str = field(default="minmax", metadata={"omit_default": True})  # flag --qparams: scripts/methods/rtn.py
     qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         legacy = legacy_qparams(self.mse, self.mse_weighted)
         if legacy is not None and self.qparams not in ("minmax", legacy):
-            raise ValueError(f"mse/mse_weighted ask for qparams {legacy!r} but qparams={self.qparams!r} was given")
+            raise PTQUserError(f"mse/mse_weighted ask for qparams {legacy!r} but qparams={self.qparams!r} was given")
         self.qparams = legacy or self.qparams
         self._chooser = get_qparams(self.qparams)
         self._chooser.check_options(self.qparams_args or {})
         self.mse, self.mse_weighted = self.qparams in ("mse", "mse-weighted"), self.qparams == "mse-weighted"
-        self.spec = QuantSpec(
-            bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
-            group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
-            **({"zero_dtype": "float16"} if self._chooser.float_zero else {}),
-        )
+        if self._chooser.float_zero:
+            self.spec = dataclasses.replace(self.spec, zero_dtype="float16")
         if self.hessian_dtype not in HESSIAN_DTYPES:
-            raise ValueError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
+            raise PTQUserError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
         if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
-            raise ValueError(f"blocksize must be a positive integer, got {self.blocksize!r}")
+            raise PTQUserError(f"blocksize must be a positive integer, got {self.blocksize!r}")
         if not (isinstance(self.damp, (int, float)) and 0 <= self.damp <= 1):
-            raise ValueError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
+            raise PTQUserError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
-            raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
+            raise PTQUserError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
         if self.static_groups and self.granularity != "group":
-            raise ValueError("static_groups needs granularity 'group' with a group_size")
+            raise PTQUserError("static_groups needs granularity 'group' with a group_size")
         self._stats = _new_stats()
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
 
@@ -184,7 +182,7 @@ class GPTQStep(Step):
         return d
 
     def initialize(self, model: nn.Module) -> None:
-        check_spec_fits(model, self.spec)  # group_size must divide every block linear's in_features
+        super().initialize(model)
         self._stats = _new_stats()
 
     def process_block(self, ctx: BlockContext) -> None:
@@ -205,8 +203,7 @@ class GPTQStep(Step):
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)
         if key not in self._groups_cache:
-            first = ctx.inputs.batches(0, 1)
-            probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=first, records={})
+            probe = ctx.on_batches(1)  # which layers read the same input: one mini-batch tells
             router = InputRouter(accumulate=False)
             probe.observe_inputs(list(layers), router.stat)
             router.release()

@@ -6,17 +6,18 @@ from typing import Any
 
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.observers import OBSERVERS
-from calibration.recipes.step import Step, check_spec_fits, register_step
+from calibration.recipes.step import WeightStep, option, register_step
 from calibration.recipes.weight_ranges import weight_qparams
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.rtn import rtn
 from ptq.choosers import get_qparams
+from ptq.errors import PTQUserError
 from ptq.spec import QuantSpec
 
 
-@register_step("rtn")
+@register_step("rtn", weight_only=True)
 @dataclass
-class RTNStep(Step):
+class RTNStep(WeightStep):
     """Round every linear weight of each block to its grid.
 
     Args:
@@ -34,13 +35,7 @@ class RTNStep(Step):
         double_quant: with ``nf4`` / ``fp4``, 8-bit double quantization of the absmax constants.
     """
 
-    bits: int = 4
-    granularity: str = "channel"
-    group_size: int | None = None
-    symmetric: bool = False
-    include_zero: bool = True
-    scale_dtype: str = "float16"
-    observer: str = "minmax"
+    observer: str = option("minmax", "range of each weight unit: minmax, percentile, mse (default %(default)s)")
     observer_args: dict[str, Any] = field(default_factory=dict)
     qparams: str = field(default="minmax", metadata={"omit_default": True})
     qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
@@ -53,25 +48,22 @@ class RTNStep(Step):
         chooser = get_qparams(self.qparams)
         chooser.check_options(self.qparams_args or {})
         if chooser.uses_importance:
-            raise ValueError(f"qparams {self.qparams!r} weighs columns by calibration statistics (diag H), which "
+            raise PTQUserError(f"qparams {self.qparams!r} weighs columns by calibration statistics (diag H), which "
                              "RTN does not collect; use it with the gptq step (--method gptq)")
         if self.qparams != "minmax" and (self.observer != "minmax" or self.observer_args):
-            raise ValueError(f"choose the range either by qparams ({self.qparams!r}) or by an observer "
+            raise PTQUserError(f"choose the range either by qparams ({self.qparams!r}) or by an observer "
                              f"({self.observer!r}), not both")
         if self.weight_format != "int" and (self.qparams != "minmax" or self.observer != "minmax"):
-            raise ValueError(f"weight_format {self.weight_format!r} scales each block by its absmax; it takes no "
+            raise PTQUserError(f"weight_format {self.weight_format!r} scales each block by its absmax; it takes no "
                              "qparams or observer choice (leave them at minmax)")
-        self.spec = QuantSpec(
+        self.spec = QuantSpec(  # WeightStep's spec, with the number format and the chooser's zero dtype
             bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
             group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
             format=self.weight_format, double_quant=self.double_quant,
             **({"zero_dtype": "float16"} if chooser.float_zero else {}),
         )
         if self.observer not in OBSERVERS:
-            raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
-
-    def initialize(self, model) -> None:
-        check_spec_fits(model, self.spec)
+            raise PTQUserError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
 
     def process_block(self, ctx: BlockContext) -> None:
         for name, layer in ctx.linear_layers().items():

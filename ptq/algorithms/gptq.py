@@ -56,6 +56,8 @@ from ptq.algorithms.rtn import rtn
 from ptq.choosers import QParamsChooser, get_qparams, legacy_qparams
 from ptq.spec import QuantSpec
 
+BLOCKSIZE = 128  # columns per lazy-batch block (the reference's default)
+DAMP = 0.01  # damping as a fraction of mean(diag H) (the reference's percdamp)
 MAX_DAMP = 1.0  # largest relative damping tried before falling back to RTN
 SUB = 16  # columns per sub-block of the inner loop (speed only)
 
@@ -108,8 +110,8 @@ def gptq(
     W: torch.Tensor,
     H: torch.Tensor,
     spec: QuantSpec,
-    blocksize: int = 128,
-    damp: float = 0.01,
+    blocksize: int = BLOCKSIZE,
+    damp: float = DAMP,
     act_order: bool = False,
     static_groups: bool = False,
     mse: bool = False,

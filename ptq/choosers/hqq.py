@@ -29,6 +29,7 @@ import torch
 
 from ptq.choosers.registry import register_qparams
 from ptq.qparams import compute_qparams, grouped_view, reduce_minmax
+from ptq.errors import PTQUserError
 from ptq.spec import QuantSpec
 
 
@@ -70,13 +71,13 @@ def hqq_qparams(
             growth per iteration (10, 1.01); iters: the most iterations (20).
     """
     if spec.symmetric:
-        raise ValueError("hqq optimises the zero point; a symmetric grid fixes it: use an asymmetric grid")
+        raise PTQUserError("hqq optimises the zero point; a symmetric grid fixes it: use an asymmetric grid")
     if not 0 < lp_norm <= 1:
-        raise ValueError(f"lp_norm must be in (0, 1], got {lp_norm!r}")
+        raise PTQUserError(f"lp_norm must be in (0, 1], got {lp_norm!r}")
     if not (beta > 0 and kappa >= 1):
-        raise ValueError(f"beta must be positive and kappa at least 1, got beta={beta!r}, kappa={kappa!r}")
+        raise PTQUserError(f"beta must be positive and kappa at least 1, got beta={beta!r}, kappa={kappa!r}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+        raise PTQUserError(f"iters must be a non-negative integer, got {iters!r}")
     scale, zero = initial_qparams(W, spec)
     shape = scale.shape
     units = grouped_view(W.float(), spec)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from ptq.errors import PTQUserError
 from ptq.spec import QuantSpec
 
 QParamsFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -61,7 +62,7 @@ class QParamsChooser:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             known = ", ".join(self.options) or "none"
-            raise ValueError(f"qparams {self.name!r} has no option(s) {', '.join(unknown)}; its options: {known}")
+            raise PTQUserError(f"qparams {self.name!r} has no option(s) {', '.join(unknown)}; its options: {known}")
 
 
 def register_qparams(name: str, uses_importance: bool = False, float_zero: bool = False) -> Callable[[QParamsFn], QParamsFn]:
@@ -93,7 +94,7 @@ def get_qparams(name: str | QParamsChooser) -> QParamsChooser:
         return name
     _load_builtins()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown qparams {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise PTQUserError(f"unknown qparams {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
@@ -106,7 +107,7 @@ def choose_qparams(name: str, W: torch.Tensor, spec: QuantSpec, importance: torc
 def legacy_qparams(mse: bool, mse_weighted: bool) -> str | None:
     """The chooser named by the old ``mse`` / ``mse_weighted`` booleans (``None`` when both are off)."""
     if mse_weighted and not mse:
-        raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
+        raise PTQUserError("mse_weighted weighs the mse grid search: it needs mse=True")
     return "mse-weighted" if mse_weighted else "mse" if mse else None
 
 

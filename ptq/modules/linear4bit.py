@@ -27,7 +27,8 @@ from ptq.codebook import (
     DQ_BLOCK, code_values, codebook_dequantize, double_dequantize, double_quantize, nearest_codes, pack_nibbles,
     unpack_nibbles,
 )
-from ptq.modules.quant_linear import SPEC_FIELDS, Conv1D, apply_keeping_dtype, float_linear, weight_2d
+from ptq.layers import float_class as float_class_of, float_linear, weight_2d
+from ptq.modules.quant_linear import SPEC_FIELDS, apply_keeping_dtype
 from ptq.spec import QuantSpec
 
 _FLOAT32_BUFFERS = ("absmax", "absmax2", "absmax_offset")
@@ -84,7 +85,7 @@ class Linear4bit(nn.Module):
         """
         W = weight_2d(module).detach()
         out, n = W.shape
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
+        float_class = float_class_of(module)
         bias = getattr(module, "bias", None)
         q = cls(n, out, spec, bias=bias is not None, dtype=W.dtype if W.is_floating_point() else torch.float32,
                 float_class=float_class, device=W.device)
@@ -118,7 +119,7 @@ class Linear4bit(nn.Module):
     def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "Linear4bit":
         spec = QuantSpec(**{k: config[k] for k in SPEC_FIELDS if k in config})
         out, n = weight_2d(module).shape
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
+        float_class = float_class_of(module)
         return cls(n, out, spec, bias=getattr(module, "bias", None) is not None, dtype=dtype,
                    float_class=float_class, device="meta")
 

@@ -10,6 +10,7 @@ import argparse
 from calibration.recipes import GPTQStep, Recipe
 from calibration.recipes.step import Step
 from scripts.errors import UsageError
+from scripts.methods.flags import SHARED_WEIGHT_FLAGS, add_step_arguments, step_from_args
 from scripts.methods.rtn import qparams_choice
 from scripts.methods.w8a8 import act_flags, w8a8_step
 
@@ -17,36 +18,16 @@ NAME = "gptq"
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--act-order", action="store_true",
-                       help="quantize columns in order of decreasing Hessian diagonal (GPTQ act-order)")
-    group.add_argument("--static-groups", action="store_true",
-                       help="with --group-size: fix every group's scale/zero before quantizing")
-    group.add_argument("--true-sequential", action="store_true",
-                       help="quantize each block's layers group by group (q/k/v, out, MLP in, MLP out), "
-                            "each on inputs from the already quantized earlier groups")
-    group.add_argument("--blocksize", type=int, default=128, help="GPTQ lazy-batch block size (default 128)")
-    group.add_argument("--damp", type=float, default=0.01,
-                       help="GPTQ dampening, a fraction of mean(diag H) added to diag H (default 0.01)")
-    group.add_argument("--mse", action="store_true",
-                       help="deprecated: use --qparams mse (GPTQ grid search of each scale minimising |w - q|^2.4)")
-    group.add_argument("--mse-weighted", action="store_true",
-                       help="deprecated: use --qparams mse-weighted (that search with each input column's error "
-                            "weighted by the Hessian diagonal, llama.cpp's importance matrix)")
-    group.add_argument("--token-clip", type=float, default=None, metavar="R",
-                       help="scale tokens whose layer input norm exceeds R x their sequence's median down to it "
-                            "before they enter the Hessian (massive-activation / attention-sink tokens); "
-                            "R > 1, default off")
+    """GPTQStep's own flags, generated from its fields (the shared weight flags come from ``quantize``)."""
+    add_step_arguments(group, GPTQStep, skip=SHARED_WEIGHT_FLAGS)
 
 
 def gptq_step(args: argparse.Namespace) -> GPTQStep:
-    """The GPTQ step described by the shared weight flags and the flags above."""
+    """The GPTQ step described by the shared weight flags and GPTQ's own; ``--qparams`` (shared with rtn), or
+    its deprecated aliases ``--mse`` / ``--mse-weighted`` (a ``DeprecationWarning``)."""
     if getattr(args, "weight_format", "int") != "int" or getattr(args, "double_quant", False):
         raise UsageError("--weight-format and --double-quant apply to --method rtn (GPTQ quantizes to the int grid)")
-    return GPTQStep(
-        bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
-        blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,
-        true_sequential=args.true_sequential, qparams=qparams_choice(args), token_clip=args.token_clip,
-    )
+    return step_from_args(GPTQStep, args, qparams=qparams_choice(args), mse=False, mse_weighted=False)
 
 
 def gptq_steps(args: argparse.Namespace, what: str = "--method gptq", allowed: tuple[str, ...] = ()) -> list[Step]:

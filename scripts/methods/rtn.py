@@ -10,7 +10,9 @@ import warnings
 from calibration.recipes import Recipe, RTNStep
 from ptq.choosers import qparams_names
 from scripts.errors import UsageError
+from scripts.methods.flags import add_step_arguments
 from scripts.methods.w8a8 import act_flags, w8a8_step
+from ptq.errors import PTQUserError
 
 NAME = "rtn"
 
@@ -25,7 +27,7 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "absmax per block of --group-size (default 64)")
     group.add_argument("--double-quant", action="store_true",
                        help="with --weight-format nf4/fp4: quantize the absmax constants to 8 bits (blocks of 256)")
-    group.add_argument("--observer", default="minmax", help="range of each weight unit: minmax, percentile, mse (default minmax)")
+    add_step_arguments(group, RTNStep)
     group.add_argument("--percentile", type=float, default=None, help="percentile for --observer percentile (default 99.99)")
 
 
@@ -52,7 +54,7 @@ def weight_step(args: argparse.Namespace) -> RTNStep:
     observer_args = {}
     if args.percentile is not None:
         if args.observer != "percentile":
-            raise ValueError("--percentile only applies to --observer percentile")
+            raise PTQUserError("--percentile only applies to --observer percentile")
         observer_args["percentile"] = args.percentile
     qparams = args.qparams or "minmax"
     if qparams != "minmax" and args.observer != "minmax":
@@ -83,7 +85,7 @@ def w8a8_conflicts(args: argparse.Namespace) -> list[str]:
     if args.granularity != "channel":
         conflicts.append(f"--granularity {args.granularity}" + (f" --group-size {args.group_size}"
                                                                  if args.group_size is not None else ""))
-    if args.observer != "minmax":
+    if args.observer != RTNStep.observer:
         conflicts.append(f"--observer {args.observer}")
     if args.qparams not in (None, "minmax"):
         conflicts.append(f"--qparams {args.qparams}")
