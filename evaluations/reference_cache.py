@@ -94,3 +94,38 @@ def cached_reference(key: str, compute: Callable[[], ReferenceLogits], cache_dir
 
 def has_reference(key: str, cache_dir: str | Path | None = None) -> bool:
     return (Path(cache_dir or default_cache_dir()) / f"{key}.safetensors").is_file()
+
+
+Job = tuple[str, str, torch.Tensor, WindowPlan]  # (corpus source, split, token stream, windows)
+
+
+def float_references(model_id: str, jobs: list[Job], topk: int, cache_dir: str | Path | None = None,
+                     device: str = "cpu", progress: bool = False,
+                     load: Callable[[str, str], Any] | None = None) -> list[ReferenceLogits]:
+    """The float model's cached top-k logits for each job, computing the missing ones.
+
+    The float model (float32) is loaded only if some job is not cached, once, and freed before
+    returning. ``load(model_id, device) -> model`` defaults to :func:`calibration.models.load_model`.
+    """
+    from evaluations.reference import compute_reference
+
+    holder: dict[str, Any] = {}
+
+    def model() -> Any:
+        if "model" not in holder:
+            if load is not None:
+                holder["model"] = load(model_id, device)
+            else:
+                from calibration.models import load_model
+
+                holder["model"] = load_model(model_id, dtype="float32", device=device)[0]
+        return holder["model"]
+
+    out = []
+    for source, split, ids, plan in jobs:
+        key = cache_key(model_id, "float32", source, split, ids, plan, topk)
+        ref, _ = cached_reference(key, lambda: compute_reference(model(), ids, plan, topk, progress=progress),
+                                  cache_dir, meta={"model": model_id, "source": source, "split": split})
+        out.append(ref)
+    holder.clear()
+    return out
