@@ -189,9 +189,10 @@ _KIND_SUFFIX = {"ppl": "", "published": " (paper)", "delta": " Δ", "kl": " KL",
 def legend(table: Table, delta: bool) -> list[str]:
     """Lines under a table: what ± means, the noise mark, BOS per model."""
     out = []
-    if any(s.se is not None for s in table.values.values()):
+    has_se = any(s.se is not None for s in table.values.values())
+    if has_se:
         out.append("ppl ± SE over evaluation windows (± std over calibration seeds when repeated).")
-    if delta and table.baseline:
+    if delta and table.baseline and has_se:
         out.append(f"Δ = ppl − {table.baseline}, ± its SE (paired over windows when both rows have the same windows); "
                    f"{NOISE_MARK.strip()} = within noise (|Δ| < 2 SE).")
     if table.kl:
