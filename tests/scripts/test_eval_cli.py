@@ -6,14 +6,7 @@ import json
 import pytest
 
 from scripts.cli import main
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    paragraphs = [f"Paragraph {i}. " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(120)) for i in range(30)]
-    path.write_text("\n\n".join(paragraphs))
-    return path
+from tests.scripts.test_cli import corpus  # noqa: F401 - the same small text corpus fixture
 
 
 @pytest.fixture(scope="module")
