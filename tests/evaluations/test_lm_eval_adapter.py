@@ -44,7 +44,7 @@ def test_fp32_vs_rtn_w4_accuracy_moves_with_perplexity(smol_model):
     torch.set_num_threads(1)
     q = copy.deepcopy(model)
     quantize_model(q, Recipe.from_list([{"step": "rtn", "bits": 4}]), None)
-    limit = 100  # measured on 300 documents: fp32 acc 0.353, RTN W4 per-channel 0.250
+    limit = 100  # documents per model: enough for the gap between the two accuracies
     fp = run_tasks(model, tok, ["ptq_bible_lastword"], limit=limit, batch_size=8)["ptq_bible_lastword"]
     w4 = run_tasks(q, tok, ["ptq_bible_lastword"], limit=limit, batch_size=8)["ptq_bible_lastword"]
     p_fp = perplexity(model, tok, "web-nt", seqlen=512, max_windows=2).ppl
