@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     k.add_argument("--reference", default=None,
                    help="float model to compare with (KL, same top token, perplexity ratio); default: the model a "
                         "quantized folder was made from (its ptq.json), none for a float model; 'none' turns it off")
-    k.add_argument("--kl-topk", type=int, default=64,
-                   help="keep the reference's top-k log-probs per position (cached on disk; default 64); "
+    k.add_argument("--kl-topk", type=int, default=None,
+                   help="keep the reference's top-k log-probs per position (cached on disk; default 256, evaluations.reference.DEFAULT_TOPK); "
                         "0: exact full-vocabulary KL with the reference model in memory, no cache")
     k.add_argument("--reference-cache", default=None,
                    help="folder of cached reference logits (default $PTQ_CACHE_DIR/reference-logits or "
@@ -90,6 +90,10 @@ def print_result(ds: str, r, kl, ref: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
+    from evaluations.reference import DEFAULT_TOPK
+
+    if args.kl_topk is None:
+        args.kl_topk = DEFAULT_TOPK
     from calibration.data import tokenize_corpus
     from calibration.models import load_model
     from evaluations import footprint

@@ -101,7 +101,8 @@ class Evaluation:
     native_dtype: bool = False
     window_seed: int | None = None  # a seeded sample of windows (evaluations.windows) instead of the first ones
     bos: bool | None = None  # None ("auto"): a BOS in front of every window iff the model's tokenizer adds one
-    kl_topk: int = 64  # KL / top-1 agreement to the float model from its cached top-k logits; 0: off
+    kl_topk: int | None = None  # KL / top-1 vs the float model from its cached top-k logits (None:
+    #                             evaluations.reference.DEFAULT_TOPK); 0: off
 
     def key_parts(self) -> dict:
         """The settings beyond the original ones that change a cell's numbers, only when not the default
@@ -285,4 +286,4 @@ def _evaluation(item: Any) -> Evaluation:
                       max_windows=None if mw is None else _int(mw, "[eval] max_windows"), native_dtype=native,
                       window_seed=None if seed is None else _int(seed, "[eval] window_seed", minimum=0),
                       bos=None if bos == "auto" else bos,
-                      kl_topk=_int(item.get("kl_topk", 64), "[eval] kl_topk", minimum=0))
+                      kl_topk=None if item.get("kl_topk") is None else _int(item["kl_topk"], "[eval] kl_topk", minimum=0))

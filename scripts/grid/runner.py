@@ -113,7 +113,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     from calibration.recipes import Recipe
     from calibration.runner import quantize_model
     from evaluations import footprint
-    from evaluations.reference import evaluate
+    from evaluations.reference import DEFAULT_TOPK, evaluate
     from scripts.versions import versions
 
     first = group[0]
@@ -123,11 +123,12 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     model, tokenizer = load_model(model_e.id, dtype=method.dtype, device=config.device)
     jobs = _eval_jobs(config, group, tokenizer)
     refs: list[Any] = [None] * len(jobs)
-    if config.eval.kl_topk:
+    topk = DEFAULT_TOPK if config.eval.kl_topk is None else config.eval.kl_topk
+    if topk:
         from evaluations.reference_cache import float_references
 
         as_loaded = (lambda *_: model) if method.dtype == "float32" else None  # still the float model
-        refs = float_references(model_e.id, jobs, config.eval.kl_topk, ref_dir, config.device, progress,
+        refs = float_references(model_e.id, jobs, topk, ref_dir, config.device, progress,
                                 load=as_loaded)
     quantized, t_quant, peak, steps = {}, 0.0, None, []
     if method.steps:
