@@ -34,6 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from evaluations.stats import mean_se
+from ptq.errors import PTQUserError
 
 ROWS = 128  # positions per chunk: a [ROWS, V] float32 log-softmax stays small
 
@@ -46,7 +47,7 @@ def log_probs(logits: torch.Tensor) -> torch.Tensor:
 def topk_reference(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log p [T, k], ids [T, k] int32, log P_R [T])`` of reference logits ``[T, V]``, most likely first."""
     if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"top-k must be between 1 and the vocabulary size ({logits.shape[-1]}), got {k}")
+        raise PTQUserError(f"top-k must be between 1 and the vocabulary size ({logits.shape[-1]}), got {k}")
     vals, idx, rest = [], [], []
     for i in range(0, logits.shape[0], ROWS):
         logp = log_probs(logits[i:i + ROWS])

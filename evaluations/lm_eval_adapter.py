@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from ptq.errors import PTQUserError
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 OFFLINE_TASKS = ("ptq_bible_lastword",)
@@ -25,7 +26,7 @@ def _lm_eval() -> Any:
     try:
         import lm_eval
     except ImportError:
-        raise ValueError("--tasks needs the lm-evaluation-harness: pip install 'ptq[lm-eval]'") from None
+        raise PTQUserError("--tasks needs the lm-evaluation-harness: pip install 'ptq[lm-eval]'") from None
     return lm_eval
 
 
@@ -45,7 +46,7 @@ def run_tasks(model: nn.Module, tokenizer: Any, tasks: list[str], limit: int | f
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=hub, verbosity="ERROR")
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise ValueError(f"unknown lm-eval task {unknown[0]!r}; offline tasks: {', '.join(OFFLINE_TASKS)} "
+        raise PTQUserError(f"unknown lm-eval task {unknown[0]!r}; offline tasks: {', '.join(OFFLINE_TASKS)} "
                          "(others, e.g. lambada_openai or hellaswag, need the Hugging Face hub)")
     device = next(model.parameters()).device
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device),
@@ -55,7 +56,7 @@ def run_tasks(model: nn.Module, tokenizer: Any, tasks: list[str], limit: int | f
                                       task_manager=manager, log_samples=False, bootstrap_iters=BOOTSTRAP_ITERS,
                                       verbosity="ERROR")
     except (ConnectionError, OSError) as exc:
-        raise ValueError(f"lm-eval could not load a task's dataset ({type(exc).__name__}: {exc}); hub tasks need "
+        raise PTQUserError(f"lm-eval could not load a task's dataset ({type(exc).__name__}: {exc}); hub tasks need "
                          f"the Hugging Face hub, offline tasks: {', '.join(OFFLINE_TASKS)}") from None
     results: dict[str, dict[str, float]] = {}
     for task, metrics in (out or {}).get("results", {}).items():

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from evaluations.stats import ppl_se
+from ptq.errors import PTQUserError
 from evaluations.windows import WindowPlan, plan_windows, window_logits, windows
 
 __all__ = ["PerplexityResult", "perplexity", "perplexity_from_ids", "score_windows", "resolve_bos", "windows",
@@ -130,7 +131,7 @@ def resolve_bos(tokenizer: Any, bos: bool | None = None) -> int | None:
         return None
     token = getattr(tokenizer, "bos_token_id", None)
     if token is None:
-        raise ValueError("the tokenizer has no BOS token; evaluate without BOS (bos=False / --no-bos)")
+        raise PTQUserError("the tokenizer has no BOS token; evaluate without BOS (bos=False / --no-bos)")
     return int(token)
 
 

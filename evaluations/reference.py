@@ -20,6 +20,7 @@ from torch import nn
 from evaluations.kl import KLResult, kl_exact, kl_topk, summarize, top1_agreement, topk_reference
 from evaluations.perplexity import PerplexityResult, score_windows
 from evaluations.windows import WindowPlan, window_logits
+from ptq.errors import PTQUserError
 
 DEFAULT_TOPK = 256  # KL_k falls short of KL by the tail mass times the tails' KL: small models leave much mass past 64
 
@@ -56,7 +57,7 @@ class ReferenceLogits:
         """Fail if ``plan`` scores other tokens than the cached ones."""
         mine = {k: v for k, v in self.plan.items() if k != "counts"}
         if mine != plan.describe():
-            raise ValueError("the reference logits were computed on other windows than this evaluation's "
+            raise PTQUserError("the reference logits were computed on other windows than this evaluation's "
                              f"({_plan_text(self.plan)} vs {_plan_text(plan.describe())})")
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from ptq.errors import PTQUserError
 
 
 def windows(n_tokens: int, seqlen: int, stride: int | None = None, max_windows: int | None = None) -> list[tuple[int, int]]:
@@ -31,14 +32,14 @@ def windows(n_tokens: int, seqlen: int, stride: int | None = None, max_windows: 
     tokens from ``first_scored`` on (``first_scored == begin + 1`` for the first window of
     the protocol, i.e. everything but its first token)."""
     if seqlen < 2:
-        raise ValueError(f"seqlen must be at least 2, got {seqlen}")
+        raise PTQUserError(f"seqlen must be at least 2, got {seqlen}")
     stride = seqlen if stride is None else stride
     if not 1 <= stride <= seqlen:
-        raise ValueError(f"stride must be between 1 and seqlen ({seqlen}), got {stride}")
+        raise PTQUserError(f"stride must be between 1 and seqlen ({seqlen}), got {stride}")
     if max_windows is not None and max_windows < 1:
-        raise ValueError(f"max_windows must be at least 1, got {max_windows}")
+        raise PTQUserError(f"max_windows must be at least 1, got {max_windows}")
     if n_tokens < seqlen:
-        raise ValueError(f"the text has {n_tokens} tokens, fewer than one window of {seqlen}; "
+        raise PTQUserError(f"the text has {n_tokens} tokens, fewer than one window of {seqlen}; "
                          f"use a smaller seqlen or a larger corpus")
     out, scored_until = [], 0
     for begin in range(0, n_tokens - seqlen + 1, stride):
@@ -86,7 +87,7 @@ def plan_windows(n_tokens: int, seqlen: int = 512, stride: int | None = None, ma
     """The :class:`WindowPlan` of a stream of ``n_tokens`` (module docstring)."""
     if window_seed is not None:
         if stride is not None and stride != seqlen:
-            raise ValueError("window_seed samples non-overlapping windows; it cannot be combined with a stride")
+            raise PTQUserError("window_seed samples non-overlapping windows; it cannot be combined with a stride")
         spans = sampled_windows(n_tokens, seqlen, max_windows, window_seed)
     else:
         spans = windows(n_tokens, seqlen, stride, max_windows)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from scripts.commands.common import add_model_arguments, add_quiet, info
-from scripts.output import write_json
+from ptq.jsonable import write_json
+from ptq.errors import PTQUserError
 
 HELP = "perplexity (and KL to the float model, lm-eval tasks) of a model or a ptq quantize output folder"
 
@@ -52,11 +53,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     for flag, value, low in (("--max-windows", args.max_windows, 1), ("--seqlen", args.seqlen, 2),
                              ("--kl-topk", args.kl_topk, 0)):
         if value is not None and value < low:
-            raise ValueError(f"{flag} must be at least {low}, got {value}")
+            raise PTQUserError(f"{flag} must be at least {low}, got {value}")
     if args.window_seed is not None and args.stride is not None and args.stride != args.seqlen:
-        raise ValueError("--window-seed samples non-overlapping windows; drop --stride")
+        raise PTQUserError("--window-seed samples non-overlapping windows; drop --stride")
     if args.limit is not None and args.limit <= 0:
-        raise ValueError(f"--limit must be positive, got {args.limit}")
+        raise PTQUserError(f"--limit must be positive, got {args.limit}")
 
 
 def reference_id(args: argparse.Namespace, quantized: bool) -> str | None:
