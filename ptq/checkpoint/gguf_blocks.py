@@ -114,3 +114,19 @@ def pack_blocks(grid: LayerGrid, qtype: str) -> np.ndarray:
 def block_bytes(n_weights: int, qtype: str) -> int:
     """Theoretical size of ``n_weights`` weights in ``qtype`` (``n / 32`` blocks)."""
     return n_weights // BLOCK * BLOCK_BYTES[qtype]
+
+
+def spec_misfit(bits: int, symmetric: bool, granularity: str, group_size: int | None, qtype: str) -> str | None:
+    """Why no weight quantized with this spec can fit ``qtype`` (checked before calibrating); ``None``
+    when it may (the exact per-layer check, :func:`misfit`, still runs on the result)."""
+    if granularity == "group" and (group_size or 0) % BLOCK:
+        return f"groups of {group_size} do not cover whole {qtype} blocks of {BLOCK} columns (use a multiple of {BLOCK})"
+    q_minus_zero = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if symmetric else (-((1 << bits) - 1), (1 << bits) - 1)
+    if qtype == "Q4_1" and bits > 4:
+        return f"{bits}-bit codes do not fit Q4_1's 4-bit codes"
+    if qtype in _OFFSET:
+        lo, hi = (r - _OFFSET[qtype] for r in _RANGE[qtype])
+        if q_minus_zero[0] < lo or q_minus_zero[1] > hi:
+            kind = "symmetric" if symmetric else "asymmetric"
+            return f"a {bits}-bit {kind} grid spans q - zero {q_minus_zero[0]}..{q_minus_zero[1]}, {qtype} holds {lo}..{hi}"
+    return None
