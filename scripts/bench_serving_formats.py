@@ -56,7 +56,7 @@ def main() -> None:
     from evaluations import perplexity
     from ptq.checkpoint import load_quantized
     from ptq.checkpoint.formats import export
-    from ptq.checkpoint.gguf_format import GGUF_NAME, gguf_tensors
+    from ptq.checkpoint.gguf_format import GGUF_NAME, theoretical_bytes
     from ptq.modules.swap import quantized_modules
     from scripts.commands.common import source_gguf
     from scripts.commands.export import read_report
@@ -69,7 +69,7 @@ def main() -> None:
     export(qmodel, gdir, f"gguf:{args.qtype}", tokenizer=tok, tokenizer_gguf=src, overwrite=True)
     export(qmodel, cdir, "compressed-tensors", tokenizer=tok, overwrite=True)
     file_bytes = (gdir / GGUF_NAME).stat().st_size
-    tensor_bytes = sum(int(d.nbytes) for _, d, _ in gguf_tensors(qmodel, quantized_modules(qmodel), args.qtype))
+    tensor_bytes = theoretical_bytes(qmodel, quantized_modules(qmodel), args.qtype)
 
     def models():
         yield "ptq (ptq's loader)", qmodel
