@@ -61,7 +61,7 @@ def test_export_compressed_tensors_reads_back_in_transformers(checkpoints, tmp_p
     ("sym", "onnx", "unknown format 'onnx'"),
 ])
 def test_export_refusals(checkpoints, tmp_path, capsys, which, fmt, msg):
-    code, _, err = run(["export", checkpoints[which], "--format", fmt, "--output", tmp_path / "o"], capsys)
+    code, _, err = run(["export", checkpoints[which], "--format", fmt, "--output", tmp_path / "o", "--quiet"], capsys)
     assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     assert _nothing_written(tmp_path / "o")
 
@@ -80,7 +80,7 @@ def test_export_truncated_checkpoint(checkpoints, tmp_path, capsys):
     shutil.copytree(checkpoints["sym"], bad)
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
-    code, _, err = run(["export", bad, "--format", "gguf:Q4_0", "--output", tmp_path / "o"], capsys)
+    code, _, err = run(["export", bad, "--format", "gguf:Q4_0", "--output", tmp_path / "o", "--quiet"], capsys)
     assert code == 2 and "truncated or corrupt" in err and len(err.strip().splitlines()) == 1, err
     assert _nothing_written(tmp_path / "o")
 
@@ -106,14 +106,24 @@ def test_quantize_refuses_formats_early(checkpoints, tmp_path, capsys, flags, fm
     assert _nothing_written(tmp_path / "o")
 
 
-def test_quantize_writes_gguf(tiny_model_dir, corpus, tmp_path, capsys):
-    """The SmolLM2 BPE tokenizer goes into the GGUF; transformers reads the model back."""
+def test_quantize_writes_gguf(corpus, tmp_path, capsys):
+    """A BPE tokenizer goes into the GGUF as gpt2 tokens and merges."""
     import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
-    code, _, err = run(["quantize", tiny_model_dir, "--method", "rtn", "--bits", "8", "--symmetric",
+    from conftest import make_bpe_tokenizer
+
+    tok = make_bpe_tokenizer(3 + 256 + 6)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2)).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    code, _, err = run(["quantize", tmp_path / "m", "--method", "rtn", "--bits", "8", "--symmetric",
                         "--format", "gguf:Q8_0", "--calib", corpus, "--output", tmp_path / "g", "--quiet"], capsys)
     assert code == 0, err
     reader = gguf.GGUFReader(tmp_path / "g" / "model.gguf")
     assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
-    assert {t.tensor_type.name for t in reader.tensors if ".ffn_" in t.name} == {"Q8_0"}
+    assert {t.tensor_type.name for t in reader.tensors if ".ffn_" in t.name and "norm" not in t.name} == {"Q8_0"}
     assert "layers" in json.loads((tmp_path / "g" / "ptq.json").read_text())

@@ -93,15 +93,15 @@ def test_misfits_are_named(spec, qtype, msg):
     (QuantSpec(8, symmetric=True, scale_dtype="float16"), "Q8_0"),
 ], ids=["Q4_0", "Q8_0"])
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "lm_head"])
-def test_transformers_gguf_loader_reads_ptq_weights(tmp_path, smol_tokenizer, spec, qtype, tied):
-    model = smol_sized_model(len(smol_tokenizer), tied)
+def test_transformers_gguf_loader_reads_ptq_weights(tmp_path, bpe_tokenizer, spec, qtype, tied):
+    model = smol_sized_model(len(bpe_tokenizer), tied)
     records = quantize_tiny(model, spec, method="gptq")
-    export_gguf(model, tmp_path / "g", qtype, records, tokenizer=smol_tokenizer)
+    export_gguf(model, tmp_path / "g", qtype, records, tokenizer=bpe_tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "g", gguf_file=GGUF_NAME, dtype=torch.float32).eval()
     ref = model.state_dict()
     for name, t in loaded.state_dict().items():
         assert torch.equal(t, ref[name]), name
-    ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, len(bpe_tokenizer), (1, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
     reader = gguf.GGUFReader(tmp_path / "g" / GGUF_NAME)
@@ -113,11 +113,28 @@ def test_transformers_gguf_loader_reads_ptq_weights(tmp_path, smol_tokenizer, sp
         if t.tensor_type.name == qtype:
             assert t.n_bytes == t.n_elements // 32 * BLOCK_BYTES[qtype]
     assert reader.fields["general.file_type"].contents() == {"Q4_0": 2, "Q8_0": 7}[qtype]
-    text = "Hello world, def f(x): return x  # ünïcode"
+    text = "the other thing in there  # ünïcode"
     tok = AutoTokenizer.from_pretrained(tmp_path / "g", gguf_file=GGUF_NAME)
-    assert tok(text)["input_ids"] == smol_tokenizer(text)["input_ids"]
+    assert tok(text)["input_ids"] == bpe_tokenizer(text)["input_ids"]
+    assert reader.fields["tokenizer.ggml.merges"].contents()[:2] == ["Ġ t", "h e"]
 
 
+@pytest.mark.slow
+def test_smollm2_tokenizer_built_like_convert_hf_to_gguf(tmp_path, smol_tokenizer):
+    """The 49152-token SmolLM2 BPE tokenizer, built from its HF files: tokens, types and merges equal
+    those of the GGUF llama.cpp's converter wrote for the same model."""
+    from calibration.models.loading import ALIASES
+
+    model = smol_sized_model(len(smol_tokenizer))
+    records = quantize_tiny(model, QuantSpec(8, symmetric=True, scale_dtype="float16"))
+    export_gguf(model, tmp_path / "g", "Q8_0", records, tokenizer=smol_tokenizer)
+    src, out = gguf.GGUFReader(ALIASES["smollm2-135m"]()), gguf.GGUFReader(tmp_path / "g" / GGUF_NAME)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+        assert out.fields[key].contents() == src.fields[key].contents(), key
+
+
+@pytest.mark.slow
 def test_tokenizer_copied_from_source_gguf(tmp_path, smol_tokenizer):
     from calibration.models.loading import ALIASES
 
@@ -136,12 +153,12 @@ def test_tokenizer_copied_from_source_gguf(tmp_path, smol_tokenizer):
     ("gpt2", "GGUF export supports llama"),
     ("act-order", "act-order groups"),
 ])
-def test_refusals_write_nothing(tmp_path, smol_tokenizer, case, msg):
+def test_refusals_write_nothing(tmp_path, bpe_tokenizer, case, msg):
     if case == "gpt2":
         model = make_model("gpt2")
         records = quantize_tiny(model, QuantSpec(4, symmetric=True, scale_dtype="float16"))
     else:
-        model = smol_sized_model(len(smol_tokenizer))
+        model = smol_sized_model(len(bpe_tokenizer))
         if case == "w8a8":
             set_submodule(model, "model.layers.0.mlp.up_proj",
                           W8A8Linear.from_float(model.get_submodule("model.layers.0.mlp.up_proj")))
@@ -152,5 +169,5 @@ def test_refusals_write_nothing(tmp_path, smol_tokenizer, case, msg):
         else:
             records = quantize_tiny(model, QuantSpec(4, granularity="group", group_size=32, scale_dtype="float16"))
     with pytest.raises(ValueError, match=msg):
-        export_gguf(model, tmp_path / "g", "Q4_0", records, tokenizer=smol_tokenizer)
+        export_gguf(model, tmp_path / "g", "Q4_0", records, tokenizer=bpe_tokenizer)
     assert list(tmp_path.iterdir()) == []
