@@ -68,8 +68,17 @@ def main() -> None:
     gdir, cdir = work / f"gguf-{args.qtype}", work / "compressed-tensors"
     export(qmodel, gdir, f"gguf:{args.qtype}", tokenizer=tok, tokenizer_gguf=src, overwrite=True)
     export(qmodel, cdir, "compressed-tensors", tokenizer=tok, overwrite=True)
+    import gguf
+
     file_bytes = (gdir / GGUF_NAME).stat().st_size
+    data_bytes = file_bytes - gguf.GGUFReader(gdir / GGUF_NAME).data_offset
     tensor_bytes = theoretical_bytes(qmodel, quantized_modules(qmodel), args.qtype)
+
+    qm = quantized_modules(qmodel)
+    ct_theory = sum(m.in_features * m.out_features * m.spec.bits // 8 + m.scales.numel() * 4 for m in qm.values())
+    ct_theory += sum(t.numel() * t.element_size() for k, t in qmodel.state_dict().items()
+                     if not k.startswith(tuple(f"{n}." for n in qm)) and not k.startswith("lm_head."))
+    ct_bytes = (cdir / "model.safetensors").stat().st_size
 
     def models():
         yield "ptq (ptq's loader)", qmodel
@@ -85,8 +94,11 @@ def main() -> None:
     for label, model in models():
         ppl = [perplexity(model, tok, ds, seqlen=args.seqlen, max_windows=args.max_windows).ppl for ds in args.datasets]
         print(f"| {label} | {' | '.join(f'{x:.4f}' for x in ppl)} |", flush=True)
-    print(f"\nGGUF file {file_bytes} bytes; tensor data as llama.cpp defines the types {tensor_bytes} bytes "
-          f"(file / tensors = {file_bytes / tensor_bytes:.4f}); {args.max_windows} windows of {args.seqlen}")
+    print(f"\nGGUF file {file_bytes} bytes: tensor data {data_bytes} bytes, theoretical (llama.cpp's type sizes) "
+          f"{tensor_bytes} (ratio {data_bytes / tensor_bytes:.5f}); header + metadata {file_bytes - data_bytes} bytes. "
+          f"Perplexity: {args.max_windows} windows of {args.seqlen}")
+    print(f"compressed-tensors model.safetensors {ct_bytes} bytes; theoretical (codes at bits/8, float32 scales, "
+          f"float tensors) {ct_theory} (ratio {ct_bytes / ct_theory:.5f})")
 
 
 if __name__ == "__main__":
