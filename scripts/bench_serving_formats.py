@@ -14,7 +14,7 @@ For a ptq checkpoint (e.g. GPTQ W4 g32 symmetric, float16 scales):
 
 Sizes: the GGUF file against the tensor data alone as llama.cpp defines each type (theoretical).
 
-    python scripts/bench_serving_formats.py CHECKPOINT [--datasets web-nt pydocs] [--max-windows 40] [--keep DIR]
+    python -m scripts.bench_serving_formats CHECKPOINT [--datasets web-nt pydocs] [--max-windows 40] [--keep DIR]
 """
 from __future__ import annotations
 
