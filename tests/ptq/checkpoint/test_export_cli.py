@@ -127,3 +127,16 @@ def test_quantize_writes_gguf(corpus, tmp_path, capsys):
     assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
     assert {t.tensor_type.name for t in reader.tensors if ".ffn_" in t.name and "norm" not in t.name} == {"Q8_0"}
     assert "layers" in json.loads((tmp_path / "g" / "ptq.json").read_text())
+
+
+def test_quantize_smoothquant_to_compressed_tensors(checkpoints, corpus, tmp_path, capsys):
+    pytest.importorskip("compressed_tensors")
+    model = checkpoints["sym"].parent / "model"
+    code, _, err = run(["quantize", model, "--method", "smoothquant", "--alpha", "0.5", "--act-granularity", "tensor",
+                        "--format", "compressed-tensors", "--calib", corpus, "--nsamples", 4, "--seqlen", 32,
+                        "--output", tmp_path / "sq", "--quiet"], capsys)
+    assert code == 0, err
+    qc = json.loads((tmp_path / "sq" / "config.json").read_text())["quantization_config"]
+    group = qc["config_groups"]["group_0"]
+    assert qc["format"] == "int-quantized" and group["input_activations"]["strategy"] == "tensor"
+    assert qc["ignore"] == ["lm_head"]
