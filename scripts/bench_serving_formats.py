@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 
 
+ROWS = ("ptq", "gguf", "compressed-tensors", "float", "gguf-rtn")
+
+
 def gguf_rtn_q4_0(model: torch.nn.Module) -> int:
     """Quantize every block ``nn.Linear`` of ``model`` in place with ``gguf.quants`` Q4_0 (round trip)."""
     import gguf
@@ -47,6 +50,8 @@ def main() -> None:
     p.add_argument("--max-windows", type=int, default=40)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--qtype", default="Q4_0")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
+                   help="rows to evaluate (default all; split them over processes on a busy machine)")
     p.add_argument("--keep", default=None, help="write the exported folders here instead of a temporary folder")
     args = p.parse_args()
 
@@ -81,14 +86,20 @@ def main() -> None:
     ct_bytes = (cdir / "model.safetensors").stat().st_size
 
     def models():
-        yield "ptq (ptq's loader)", qmodel
-        yield f"gguf:{args.qtype} (transformers gguf_file=)", AutoModelForCausalLM.from_pretrained(
-            gdir, gguf_file=GGUF_NAME, dtype=torch.float32).eval()
-        yield "compressed-tensors (transformers)", AutoModelForCausalLM.from_pretrained(cdir, dtype=torch.float32).eval()
-        fmodel, _ = load_model(args.model)
-        yield "float", fmodel
-        gguf_rtn_q4_0(fmodel)
-        yield "Q4_0 by gguf.quants (RTN)", fmodel
+        if "ptq" in args.rows:
+            yield "ptq (ptq's loader)", qmodel
+        if "gguf" in args.rows:
+            yield f"gguf:{args.qtype} (transformers gguf_file=)", AutoModelForCausalLM.from_pretrained(
+                gdir, gguf_file=GGUF_NAME, dtype=torch.float32).eval()
+        if "compressed-tensors" in args.rows:
+            yield "compressed-tensors (transformers)", AutoModelForCausalLM.from_pretrained(cdir, dtype=torch.float32).eval()
+        if "float" in args.rows or "gguf-rtn" in args.rows:
+            fmodel, _ = load_model(args.model)
+            if "float" in args.rows:
+                yield "float", fmodel
+            if "gguf-rtn" in args.rows:
+                gguf_rtn_q4_0(fmodel)
+                yield "Q4_0 by gguf.quants (RTN)", fmodel
 
     print(f"| model | {' | '.join(args.datasets)} |\n|---|{'---|' * len(args.datasets)}")
     for label, model in models():
