@@ -61,12 +61,19 @@ def check_format(args: argparse.Namespace) -> None:
     from ptq.checkpoint.formats import parse_format
 
     kind, qtype = parse_format(args.format)
-    if kind in ("ptq", "compressed-tensors") or args.recipe:
-        if kind == "compressed-tensors" and args.method == "llm-int8" and not args.recipe:
+    if kind == "ptq" or args.recipe:
+        return
+    act_order_groups = (getattr(args, "act_order", False) and args.granularity == "group"
+                        and not getattr(args, "static_groups", False))
+    if kind == "compressed-tensors":
+        if args.method == "llm-int8":
             raise ValueError("--format compressed-tensors has no LLM.int8() layout (outliers in float); use --format ptq")
+        if act_order_groups and args.method == "gptq":
+            raise ValueError("--format compressed-tensors has no act-order groups (g_idx, removed in compressed-tensors "
+                             "0.20); add --static-groups")
         return
     from ptq import QuantSpec
-    from ptq.checkpoint.gguf_blocks import spec_misfit
+    from ptq.checkpoint.gguf_blocks import QTYPES, spec_misfit
     from ptq.checkpoint.gptq_format import check_gptq_spec
     from ptq.modules.swap import WEIGHT_ONLY_METHODS
 
@@ -81,12 +88,12 @@ def check_format(args: argparse.Namespace) -> None:
         return
     why = spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, qtype or "Q4_0")
     if why:
-        fits = [t for t in ("Q4_0", "Q4_1", "Q8_0") if t != qtype
+        fits = [t for t in QTYPES if t != qtype
                 and spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, t) is None]
         hint = f"--format gguf:{' or gguf:'.join(fits)} may fit" if fits else "no GGUF type fits"
         raise ValueError(f"--format {args.format} cannot hold this grid exactly: {why}; {hint} "
                          "(compressed-tensors, gptq and ptq hold any weight-only grid)")
-    if getattr(args, "act_order", False) and args.granularity == "group" and not getattr(args, "static_groups", False):
+    if act_order_groups:
         raise ValueError(f"--format {args.format}: act-order groups (g_idx) do not cover whole blocks; add --static-groups")
 
 

@@ -97,6 +97,7 @@ def test_export_not_a_checkpoint(tmp_path, capsys):
     (["--method", "w8a8"], "gguf:Q8_0", "W8A8 goes to --format compressed-tensors"),
     (["--method", "llm-int8"], "compressed-tensors", "no LLM.int8() layout"),
     (["--method", "gptq", "--bits", "4", "--group-size", "32", "--symmetric", "--act-order"], "gguf:Q4_0", "--static-groups"),
+    (["--method", "gptq", "--bits", "4", "--group-size", "32", "--act-order"], "compressed-tensors", "--static-groups"),
     (["--method", "rtn"], "gguf:IQ2_XS", "unknown format"),
 ])
 def test_quantize_refuses_formats_early(checkpoints, tmp_path, capsys, flags, fmt, msg):
