@@ -36,6 +36,7 @@ from ptq.checkpoint.save import float_linears, float_state
 from ptq.modules.quant_linear import QuantLinear
 from ptq.modules.swap import quantized_modules
 from ptq.modules.w8a8_linear import W8A8Linear
+from ptq.errors import PTQUserError
 
 QUANT_METHOD = "compressed-tensors"
 
@@ -44,7 +45,7 @@ def _library() -> Any:
     try:
         import compressed_tensors
     except ImportError as exc:
-        raise ValueError("the compressed-tensors format needs the compressed-tensors package: "
+        raise PTQUserError("the compressed-tensors format needs the compressed-tensors package: "
                          "pip install 'ptq[serve]'") from exc
     return compressed_tensors
 
@@ -53,7 +54,7 @@ def weight_only_scheme(qm: QuantLinear) -> dict[str, Any]:
     """The ``QuantizationArgs`` fields of one weight-only layer; ``ValueError`` if it cannot be held."""
     grid = layer_grid(qm)
     if grid.spec.granularity == "group" and not grid.consecutive_groups:
-        raise ValueError("compressed-tensors 0.20 has no act-order groups (g_idx; actorder='group' was removed); "
+        raise PTQUserError("compressed-tensors 0.20 has no act-order groups (g_idx; actorder='group' was removed); "
                          "quantize with --static-groups or per channel, or use --format gptq|ptq")
     args: dict[str, Any] = {"num_bits": grid.spec.bits, "type": "int", "symmetric": grid.spec.symmetric,
                             "strategy": grid.spec.granularity}
@@ -75,7 +76,7 @@ def layer_scheme(name: str, qm: nn.Module) -> dict[str, Any]:
         return weight_only_scheme(qm)
     if isinstance(qm, W8A8Linear):
         return w8a8_scheme(qm)
-    raise ValueError(f"the compressed-tensors export holds weight-only (RTN, GPTQ) and W8A8 layers; {name} is a "
+    raise PTQUserError(f"the compressed-tensors export holds weight-only (RTN, GPTQ) and W8A8 layers; {name} is a "
                      f"{type(qm).__name__} (LLM.int8() keeps outliers in float: use --format ptq)")
 
 
@@ -93,7 +94,7 @@ def layer_tensors(qm: nn.Module, scheme: Any, scale_dtype: torch.dtype) -> dict[
         state = {"weight": qm.dequantize_weight(), "weight_scale": qm.weight_scale.float().reshape(-1, 1)}
         out = _compress(scheme, state)
         if not torch.equal(out["weight"].to(torch.int8), qm.qweight.cpu()):
-            raise ValueError("compressed-tensors re-rounded a W8A8 weight (its codes differ from ptq's)")
+            raise RuntimeError("compressed-tensors re-rounded a W8A8 weight (its codes differ from ptq's)")
         if qm.act == "static":
             out["input_scale"] = qm.act_scale.float().reshape(1)
     else:
@@ -108,7 +109,7 @@ def layer_tensors(qm: nn.Module, scheme: Any, scale_dtype: torch.dtype) -> dict[
         out = _compress(scheme, state)
         signed = unpack_from_int32(out["weight_packed"], grid.spec.bits, out["weight_shape"])
         if not torch.equal(signed.long() + half, grid.codes):
-            raise ValueError("compressed-tensors re-rounded a weight (its codes differ from ptq's); not exported")
+            raise RuntimeError("compressed-tensors re-rounded a weight (its codes differ from ptq's); not exported")
     if getattr(qm, "bias", None) is not None:
         out["bias"] = qm.bias
     return {k: (v.to(scale_dtype) if k in ("weight_scale", "input_scale") else v) for k, v in out.items()}
@@ -157,7 +158,7 @@ def export_compressed_tensors(
     _library()
     qmodules = quantized_modules(model, records)
     if not qmodules:
-        raise ValueError("the compressed-tensors format needs quantized layers; this model has none")
+        raise PTQUserError("the compressed-tensors format needs quantized layers; this model has none")
     schemes = {name: layer_scheme(name, qm) for name, qm in qmodules.items()}
     qc, objects = build_config(schemes, float_linears(model, qmodules))
     sdtype = float_dtype(model)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from ptq.checkpoint.gguf_blocks import QTYPES
+from ptq.errors import PTQUserError
 
 FORMATS = ("ptq", "gptq", "compressed-tensors", *(f"gguf:{t}" for t in QTYPES))
 
@@ -20,7 +21,7 @@ def parse_format(name: str) -> tuple[str, str | None]:
         return "gguf", sub.upper()
     if kind in ("ptq", "gptq", "compressed-tensors") and not sub:
         return kind, None
-    raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
+    raise PTQUserError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
 
 
 def export(model: nn.Module, directory: str | Path, fmt: str, records: Mapping[str, Any] | None = None,

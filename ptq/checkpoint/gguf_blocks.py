@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ptq.checkpoint.layer_grid import LayerGrid
+from ptq.errors import PTQUserError
 
 BLOCK = 32
 BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
@@ -57,7 +58,7 @@ def block_qparams(grid: LayerGrid) -> tuple[torch.Tensor, torch.Tensor] | str:
 def block_codes(grid: LayerGrid, qtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | str:
     """``(c [out, in], d [out, nb] float16, m [out, nb] float16 | None)`` of ``qtype``, or why it cannot hold ``grid``."""
     if qtype not in BLOCK_BYTES:
-        raise ValueError(f"unknown GGUF block type {qtype!r} (known: {', '.join(QTYPES)})")
+        raise PTQUserError(f"unknown GGUF block type {qtype!r} (known: {', '.join(QTYPES)})")
     qp = block_qparams(grid)
     if isinstance(qp, str):
         return qp
@@ -100,7 +101,7 @@ def pack_blocks(grid: LayerGrid, qtype: str) -> np.ndarray:
     """The ``qtype`` blocks of ``grid`` as uint8 ``[out, in / 32 * BLOCK_BYTES]``; ``ValueError`` if they do not fit."""
     r = block_codes(grid, qtype)
     if isinstance(r, str):
-        raise ValueError(f"{qtype} cannot hold this layer exactly: {r}")
+        raise PTQUserError(f"{qtype} cannot hold this layer exactly: {r}")
     c, d, m = r
     out = c.shape[0]
     c = c.reshape(out, -1, BLOCK)

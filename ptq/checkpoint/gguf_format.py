@@ -31,6 +31,7 @@ from ptq.checkpoint.layer_grid import LayerGrid, layer_grid
 from ptq.checkpoint.save import float_state
 from ptq.modules.quant_linear import QuantLinear, weight_2d
 from ptq.modules.swap import quantized_modules
+from ptq.errors import PTQUserError
 
 GGUF_NAME = "model.gguf"
 ARCHITECTURES = ("llama",)
@@ -57,14 +58,14 @@ def _heads(config: Any, name: str) -> int | None:
 def check_exportable(qmodules: Mapping[str, nn.Module], qtype: str, config: Any) -> None:
     """``ValueError`` (one line naming what would fit) unless ``qtype`` holds every quantized layer exactly."""
     if qtype not in QTYPES:
-        raise ValueError(f"unknown GGUF type {qtype!r}; known: {', '.join(QTYPES)}")
+        raise PTQUserError(f"unknown GGUF type {qtype!r}; known: {', '.join(QTYPES)}")
     if getattr(config, "model_type", None) not in ARCHITECTURES:
-        raise ValueError(f"GGUF export supports {', '.join(ARCHITECTURES)} models, not {config.model_type!r}; "
+        raise PTQUserError(f"GGUF export supports {', '.join(ARCHITECTURES)} models, not {config.model_type!r}; "
                          "use --format compressed-tensors|gptq|ptq")
     grids = {}
     for name, qm in qmodules.items():
         if not isinstance(qm, QuantLinear):
-            raise ValueError(f"GGUF holds weight-only grids; {name} is a {type(qm).__name__} (int8 activations or "
+            raise PTQUserError(f"GGUF holds weight-only grids; {name} is a {type(qm).__name__} (int8 activations or "
                              "outliers): use --format compressed-tensors (W8A8) or ptq")
         grids[name] = layer_grid(qm)
     for name, grid in grids.items():
@@ -72,7 +73,7 @@ def check_exportable(qmodules: Mapping[str, nn.Module], qtype: str, config: Any)
         if why:
             fits = [t for t in QTYPES if t != qtype and all(misfit(g, t) is None for g in grids.values())]
             hint = f"gguf:{' or gguf:'.join(fits)} fits" if fits else "no GGUF type fits exactly"
-            raise ValueError(f"{qtype} cannot hold {name} exactly: {why}; {hint} (compressed-tensors, gptq and ptq "
+            raise PTQUserError(f"{qtype} cannot hold {name} exactly: {why}; {hint} (compressed-tensors, gptq and ptq "
                              "hold any weight-only grid)")
 
 
@@ -93,7 +94,7 @@ def _float_type(name: str, t: torch.Tensor) -> tuple[np.ndarray, Any]:
 def add_hparams(writer: Any, config: Any, qtype: str, name: str) -> None:
     rope = getattr(config, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
-        raise ValueError(f"GGUF export writes plain RoPE; this model has rope_type {rope.get('rope_type')!r}")
+        raise PTQUserError(f"GGUF export writes plain RoPE; this model has rope_type {rope.get('rope_type')!r}")
     theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_name(name)
@@ -141,7 +142,7 @@ def gguf_tensors(model: nn.Module, qmodules: Mapping[str, nn.Module], qtype: str
     for key, data, kind in out:
         new = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if new is None:
-            raise ValueError(f"GGUF export: no llama.cpp tensor name for {key}")
+            raise PTQUserError(f"GGUF export: no llama.cpp tensor name for {key}")
         renamed.append((new, data, kind))
     return renamed
 
@@ -165,7 +166,7 @@ def export_gguf(
     qmodules = quantized_modules(model, records)
     check_exportable(qmodules, qtype, model.config)
     if tokenizer is None and tokenizer_gguf is None:
-        raise ValueError("GGUF export needs the tokenizer (the checkpoint folder has none)")
+        raise PTQUserError("GGUF export needs the tokenizer (the checkpoint folder has none)")
     tensors = gguf_tensors(model, qmodules, qtype)
     with atomic_folder(directory, overwrite=overwrite) as tmp:
         writer = gguf.GGUFWriter(str(tmp / GGUF_NAME), "llama")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from ptq.errors import PTQUserError
 
 TOKENIZER_PREFIX = "tokenizer."
 
@@ -46,7 +47,7 @@ def add_hf_tokenizer(tokenizer: Any, folder: str | Path, writer: Any, vocab_size
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     model_type = type(backend.model).__name__ if backend is not None else None
     if model_type != "BPE":
-        raise ValueError(f"GGUF export builds tokenizer metadata for BPE tokenizers only, not {model_type}; "
+        raise PTQUserError(f"GGUF export builds tokenizer metadata for BPE tokenizers only, not {model_type}; "
                          "export a model loaded from a .gguf file, or use --format compressed-tensors|ptq")
     vocab = tokenizer.get_vocab()
     by_id = {i: t for t, i in vocab.items()}

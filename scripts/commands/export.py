@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ptq.checkpoint.formats import FORMATS
+from ptq.errors import PTQUserError
 from scripts.commands.common import add_quiet, info, source_gguf
 from scripts.output import atomic_folder, check_output
 
@@ -38,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     parse_format(args.format)  # an unknown format fails before anything is read
     src = Path(args.checkpoint)
     if not is_quantized_checkpoint(src):
-        raise ValueError(f"{src} is not a quantized checkpoint folder (config.json with a ptq or gptq "
+        raise PTQUserError(f"{src} is not a quantized checkpoint folder (config.json with a ptq or gptq "
                          "quantization_config); write one with ptq quantize --output")
     out = check_output(args.output, args.overwrite)
     if out.resolve() == src.resolve():
-        raise ValueError("--output must differ from the checkpoint folder")
+        raise PTQUserError("--output must differ from the checkpoint folder")
     model, tokenizer = load_quantized(src)
     report = read_report(src)
     extra = {**report, "exported_from": str(src), "format": args.format}
