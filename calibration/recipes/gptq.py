@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -138,6 +138,7 @@ class GPTQStep(Step):
     hessian_dtype: str = "float32"
     token_clip: float | None = field(default=None, metadata={"omit_default": True})
     mse_weighted: bool = field(default=False, metadata={"omit_default": True})
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_stats",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         self.spec = QuantSpec(

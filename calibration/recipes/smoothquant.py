@@ -37,7 +37,7 @@ import contextlib
 import warnings
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -137,6 +137,7 @@ class SmoothQuantStep(Step):
     search_metric: str = field(default="mse", metadata={"omit_default": True})
     search_scope: str = field(default="block", metadata={"omit_default": True})
     act_stat: str = field(default="max", metadata={"omit_default": True})
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_summary",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         if self.alpha != "auto":
