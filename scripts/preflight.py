@@ -88,3 +88,48 @@ def probe_rate(shape: Any, device: Any) -> float:
 
     widest = max(max(o, i) for o, i in shape.linears.values())
     return matmul_rate(shape.hidden, widest, m=512, dtype=shape.dtype, device=device)
+
+
+def check_eval(model: str, dtype: str, device_name: str, seqlen: int, windows: int | None, force: bool,
+               command: str = "eval") -> Any:
+    """Before ``ptq eval`` loads anything: ``--seqlen`` against the model's positions, and the
+    evaluation's memory against this machine. Returns the model's shape."""
+    from calibration.models.loading import resolve_device
+    from calibration.plan import Capacity, current_rss, estimate_eval, judge, model_shape
+
+    shape = model_shape(model, dtype)
+    check_seqlen(shape, seqlen, model)
+    device = resolve_device(device_name)
+    est = estimate_eval(shape, seqlen, windows or 1, current_rss(), probe_rate(shape, device), device)
+    enforce(judge(est, Capacity.measure(None, device)), force, command)
+    return shape
+
+
+def check_grid(config: Any, force: bool, command: str = "table") -> None:
+    """Before ``ptq table`` computes a cell: every model's positions against the calibration and
+    evaluation lengths, and each cell's memory (quantize, then evaluate) against this machine.
+    A model whose config cannot be read here is left to the grid runner's own error handling."""
+    from calibration.models.loading import ModelNotFoundError, resolve_device
+    from calibration.plan import Capacity, RunSpec, current_rss, estimate, estimate_eval, judge, model_shape
+
+    device = resolve_device(config.device)
+    base = current_rss()
+    c, e = config.calibration, config.eval
+    for entry in config.models:
+        for dtype in dict.fromkeys(m.dtype for m in config.methods):
+            try:
+                shape = model_shape(entry.id, dtype)
+            except ModelNotFoundError:
+                continue
+            check_seqlen(shape, e.seqlen, entry.id, "the eval seqlen")
+            rate = probe_rate(shape, device)
+            ests = [estimate_eval(shape, e.seqlen, e.max_windows or 1, base, rate, device)]
+            for method in (m for m in config.methods if m.dtype == dtype and m.needs_calibration()):
+                check_seqlen(shape, c.seqlen, entry.id, "the calibration seqlen")
+                ests.append(estimate(shape, RunSpec(method.resolved_steps(), True, c.nsamples, c.seqlen, c.batch_size,
+                                                    device=device, work_folder=False), base, rate))
+            for est in ests:
+                verdict = judge(est, Capacity.measure(None, device))
+                if not verdict.fits:
+                    enforce(verdict, force, command)  # raises unless --force
+                    return

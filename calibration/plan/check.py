@@ -47,7 +47,7 @@ def judge(est: Estimate, cap: Capacity) -> Verdict:
         problems.append(f"the run needs about {est.accel_peak / MiB:,.0f} MiB of accelerator memory, and "
                         f"{cap.accelerator / MiB:,.0f} MiB are free on the device")
     if cap.disk is not None and est.disk_bytes * 1.1 > cap.disk:
-        problems.append(f"the output needs about {est.output_bytes / MiB:,.0f} MiB (plus "
+        problems.append(f"not enough disk space: the output needs about {est.output_bytes / MiB:,.0f} MiB (plus "
                         f"{est.work_bytes / MiB:,.0f} MiB of resume work folder while it runs), and "
                         f"{cap.disk / MiB:,.0f} MiB are free there")
     return Verdict(est, cap, problems)

@@ -141,8 +141,7 @@ class WorkFolder:
             return 0
         progress = self._valid_progress(num_blocks, len(steps)) if self.resume else None
         if progress is None:
-            self.remove()
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.remove()  # created again by the first save
             self._progress = {"format": FORMAT, "key": self.key, "blocks": num_blocks, "next_block": 0,
                               "files": {}, "steps": []}
             return 0
@@ -234,6 +233,7 @@ class WorkFolder:
             if self.after_block is not None:
                 self.after_block(index + 1, num_blocks)
             return
+        self.path.mkdir(parents=True, exist_ok=True)
         mine = {q: r for q, r in records.items() if q.startswith(f"{prefix}.")}
         tensors = {f"block.{k}": v for k, v in block.state_dict().items()}
         for qname, r in mine.items():
@@ -270,6 +270,11 @@ class WorkFolder:
         tmp.write_bytes(text)
         tmp.replace(self.path / name)
         return hashlib.sha256(text).hexdigest()
+
+    def remove_if_empty(self) -> None:
+        """Delete the folder unless it holds a finished block (a run that failed before block 0 was saved)."""
+        if not (self.path / PROGRESS).is_file():
+            self.remove()
 
     def remove(self) -> None:
         """Delete the folder (after the result is written, or to start over)."""

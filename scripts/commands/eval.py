@@ -6,6 +6,7 @@ import sys
 
 from scripts.commands.common import add_model_arguments, add_quiet, info
 from scripts.output import write_json
+from scripts.preflight import check_eval
 
 HELP = "perplexity of a model (or a ptq quantize output folder) on evaluation corpora"
 
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=int, default=None, help="evaluate at most N windows (quick runs)")
     p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: non-overlapping windows)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--force", action="store_true", help="run even when the plan says this machine cannot hold it")
     add_quiet(p)
 
 
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     datasets = args.dataset or ["web-nt"]
     if args.max_windows is not None and args.max_windows < 1:
         raise ValueError(f"--max-windows must be at least 1, got {args.max_windows}")
+    check_eval(args.model, args.dtype, args.device, args.seqlen, args.max_windows, args.force)
     from ptq.checkpoint import is_quantized_checkpoint, load_quantized
 
     if is_quantized_checkpoint(args.model):  # a ptq quantize output (packed ptq or GPTQ format)

@@ -163,8 +163,13 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
                   f"{resume_hint}", file=sys.stderr)
             return exit_code(state)
         except KeyboardInterrupt:
-            print(f"ptq quantize: interrupted; nothing was written to {out}; {resume_hint}", file=sys.stderr)
+            work.remove_if_empty()
+            print(f"ptq quantize: interrupted; nothing was written to {out}"
+                  + (f"; {resume_hint}" if work.path.exists() else ""), file=sys.stderr)
             return 130
+        except BaseException:
+            work.remove_if_empty()
+            raise
     if result.resumed_at:
         info(args, f"resumed at block {result.resumed_at} from {work.path}")
 
