@@ -9,17 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from scripts.cli import main
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text("\n\n".join(f"Paragraph {i}. " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(120))
-                                for i in range(30)))
-    return path
 
 
 def run(argv, capsys):

@@ -34,14 +34,6 @@ def model4(tmp_path_factory, smol_tokenizer):
     return path
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("faults-data") / "corpus.txt"
-    path.write_text("\n\n".join(f"Paragraph {i}. " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(120))
-                                for i in range(30)))
-    return path
-
-
 def argv(model4, corpus, out, method=("--method", "gptq", "--bits", "4")):
     return ["quantize", str(model4), *method, "--calib", str(corpus), "--nsamples", "8", "--seqlen", "32",
             "--batch-size", "4", "--output", str(out), "--quiet"]
