@@ -51,7 +51,7 @@ def check_seqlen(shape: Any, seqlen: int, name: str, what: str = "--seqlen") -> 
     limit = shape.max_positions
     if limit and seqlen > limit:
         raise UsageError(f"{what} {seqlen} is longer than the {limit} positions of {name} "
-                         f"(max_position_embeddings in its config); use {what} {min(512, limit)} or at most {limit}")
+                         f"(max_position_embeddings in its config); use {what} {limit} or less")
 
 
 def check_corpus(tokenizer: Any, source: str, nsamples: int, seqlen: int, command: str = "quantize") -> None:
