@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from scripts.errors import UsageError
 from ptq.checkpoint import files
-from ptq.jsonable import json_default
 
 
 def check_output(path: str | Path, overwrite: bool, needed_bytes: int = 0) -> Path:
@@ -35,15 +33,6 @@ def check_output(path: str | Path, overwrite: bool, needed_bytes: int = 0) -> Pa
 
 
 atomic_folder = files.atomic_folder  # write to a temporary sibling, rename on success (one implementation)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON through a temporary file and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
-    tmp.replace(path)
-
 
 
 @contextlib.contextmanager

@@ -81,7 +81,12 @@ def _folder_config(path: Path) -> Any:
 
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    data = json.loads((path / "config.json").read_text())
+    try:
+        data = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(f"{path / 'config.json'} is not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelNotFoundError(f"{path / 'config.json'} must hold a JSON object")
     qc = data.pop("quantization_config", None)
     if data.get("model_type") not in CONFIG_MAPPING:
         raise ModelNotFoundError(f"{path / 'config.json'} has an unknown model_type {data.get('model_type')!r}")

@@ -28,6 +28,7 @@ from calibration.runner.block_inputs import (BlockInputs, advance_block, autocas
 from calibration.runner.context import BlockContext, LayerRecord
 from calibration.runner.memory import peak_rss_mb, release_memory
 from calibration.runner.workdir import WorkFolder
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     from calibration.recipes.recipe import Recipe
@@ -165,5 +166,5 @@ def check_finite_weights(block: nn.Module, prefix: str) -> None:
     """``ValueError`` naming the first floating-point parameter of ``block`` that holds NaN or inf."""
     for name, p in block.named_parameters():
         if p.is_floating_point() and not torch.isfinite(p).all():
-            raise ValueError(f"weight {prefix}.{name} contains NaN or inf: the model's weights are damaged "
+            raise PTQUserError(f"weight {prefix}.{name} contains NaN or inf: the model's weights are damaged "
                              "(a corrupt file or a diverged training run); nothing can be quantized from them")

@@ -35,6 +35,7 @@ from torch import nn
 from calibration.runner.block_inputs import BlockInputs
 from calibration.runner.context import LayerRecord
 from ptq.checkpoint.files import stream_safetensors
+from ptq.errors import PTQUserError
 from ptq.jsonable import json_default
 from ptq.modules.swap import is_qmodule, qmodule_entry, set_submodule
 
@@ -105,7 +106,7 @@ def _spec_from_json(d: dict[str, Any] | None) -> Any:
     import importlib
 
     if not str(d["module"]).startswith("ptq."):  # only ptq's own number formats, never arbitrary code
-        raise ValueError(f"work folder names a spec class outside ptq: {d['module']}")
+        raise PTQUserError(f"work folder names a spec class outside ptq: {d['module']}")
     cls = getattr(importlib.import_module(d["module"]), d["class"])
     return cls.from_dict(d["fields"])
 
@@ -208,11 +209,11 @@ class WorkFolder:
         name = f"inputs-{self._progress['next_block']:05d}.safetensors"
         with safe_open(str(self.path / name), framework="pt", device="cpu") as f:
             if len(list(f.keys())) != len(inputs.hidden):
-                raise ValueError(f"work folder {self.path}: {name} has another number of mini-batches")
+                raise PTQUserError(f"work folder {self.path}: {name} has another number of mini-batches")
             for i, h in enumerate(inputs.hidden):
                 saved = f.get_tensor(f"hidden.{i}")
                 if saved.shape != h.shape or saved.dtype != h.dtype:
-                    raise ValueError(f"work folder {self.path}: {name} does not match the calibration batches")
+                    raise PTQUserError(f"work folder {self.path}: {name} does not match the calibration batches")
                 h.copy_(saved)
                 del saved
         return inputs
@@ -222,7 +223,7 @@ class WorkFolder:
             with safe_open(str(self.path / name), framework="pt", device=str(device)) as f:
                 return {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError) as exc:
-            raise ValueError(f"work folder {self.path}: cannot read {name} ({exc}); remove the folder to start over") from exc
+            raise PTQUserError(f"work folder {self.path}: cannot read {name} ({exc}); remove the folder to start over") from exc
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, index: int, block: nn.Module, prefix: str, records: dict[str, LayerRecord], steps: list,

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from scripts.commands.common import add_model_arguments, add_quiet, info
-from scripts.output import write_json
+from ptq.jsonable import write_json
+from ptq.errors import PTQUserError
 from scripts.preflight import check_eval
 
 HELP = "perplexity of a model (or a ptq quantize output folder) on evaluation corpora"
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     datasets = args.dataset or ["web-nt"]
     if args.max_windows is not None and args.max_windows < 1:
-        raise ValueError(f"--max-windows must be at least 1, got {args.max_windows}")
+        raise PTQUserError(f"--max-windows must be at least 1, got {args.max_windows}")
     check_eval(args.model, args.dtype, args.device, args.seqlen, args.max_windows, args.force)
     from ptq.checkpoint import is_quantized_checkpoint, load_quantized
 
