@@ -19,7 +19,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -147,6 +147,7 @@ class GPTQStep(WeightStep):
                                        "column's error weighted by the Hessian diagonal)", omit_default=True)
     qparams: str = field(default="minmax", metadata={"omit_default": True})  # flag --qparams: scripts/methods/rtn.py
     qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_stats",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -37,7 +37,7 @@ import contextlib
 import warnings
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -156,6 +156,7 @@ class SmoothQuantStep(Step):
     act_stat: str = option("max", "activation side of SmoothQuant's scales: max|X_j| (default, the paper), or the "
                                   "channel's RMS over the calibration tokens (for per-token activations: rare "
                                   "massive tokens do not decide the migration)", choices=ACT_STATS, omit_default=True)
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_summary",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         if self.alpha != "auto":

@@ -9,6 +9,7 @@ from torch import nn
 
 from calibration.models.blocks import find_linear_layers
 from calibration.runner.block_inputs import BlockInputs, StopForward, feed_block, run_block
+from ptq.errors import PTQUserError
 
 
 class Statistic(Protocol):
@@ -122,7 +123,7 @@ class BlockContext:
         def hook(module: nn.Module, args: tuple, name: str) -> None:
             x = args[0]
             if not (checked and checked[0] is x) and not torch.isfinite(x).all():
-                raise ValueError(
+                raise PTQUserError(
                     f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
                     "check the model's dtype (float16 overflows) or the previous quantization steps"
                 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scripts.preflight import Explicit
+
 
 def add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
     if positional:
@@ -15,12 +17,12 @@ def add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> 
 
 def add_calibration_arguments(p: argparse.ArgumentParser, nsamples: int = 128) -> None:
     g = p.add_argument_group("calibration data")
-    g.add_argument("--calib", default="web-ot", help="calibration corpus: a named source or a .txt/.jsonl/folder path (default web-ot)")
-    g.add_argument("--nsamples", type=int, default=nsamples, help=f"number of calibration segments (default {nsamples})")
-    g.add_argument("--seqlen", type=int, default=512, help="tokens per segment (default 512)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the segment sampling (default 0)")
-    g.add_argument("--batch-size", type=int, default=8, help="segments per forward pass during calibration (default 8)")
-    g.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
+    g.add_argument("--calib", default="web-ot", action=Explicit, help="calibration corpus: a named source or a .txt/.jsonl/folder path (default web-ot)")
+    g.add_argument("--nsamples", type=int, action=Explicit, default=nsamples, help=f"number of calibration segments (default {nsamples})")
+    g.add_argument("--seqlen", type=int, default=512, action=Explicit, help="tokens per segment (default 512)")
+    g.add_argument("--seed", type=int, action=Explicit, default=0, help="seed of the segment sampling (default 0)")
+    g.add_argument("--batch-size", type=int, action=Explicit, default=8, help="segments per forward pass during calibration (default 8)")
+    g.add_argument("--autocast", default=None, action=Explicit, choices=["bfloat16", "float16"],
                    help="run the calibration forward passes under torch.autocast in this dtype (about 2x faster "
                         "on CPUs with AVX-512 BF16); weights and the quantization math stay float32 "
                         "(default: off, the model's dtype)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from scripts.commands.common import add_model_arguments, add_quiet, info
 from ptq.jsonable import write_json
 from ptq.errors import PTQUserError
+from scripts.preflight import check_eval
 
 HELP = "perplexity (and KL to the float model, lm-eval tasks) of a model or a ptq quantize output folder"
 
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--limit", type=float, default=None, help="at most N documents per task (a value below 1: a share)")
     t.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per task (default: the task's)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--force", action="store_true", help="run even when the plan says this machine cannot hold it")
     add_quiet(p)
 
 
@@ -91,6 +93,7 @@ def print_result(ds: str, r, kl, ref: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
+    check_eval(args.model, args.dtype, args.device, args.seqlen, args.max_windows, args.force)  # before any loading
     from evaluations.reference import DEFAULT_TOPK
 
     if args.kl_topk is None:
