@@ -13,8 +13,8 @@ Public API::
     load_split(source, split) -> datasets.Dataset        # column "text"
     load_text(source, split) -> str                      # documents joined
     tokenize_corpus(tokenizer, source, split) -> LongTensor [1, N]
-    calibration_segments(tokenizer, source, nsamples, seqlen, seed, split="train")
-        -> LongTensor [nsamples, seqlen]
+    calibration_segments(tokenizer, source, nsamples, seqlen, seed, split="train", bos=None)
+        -> LongTensor [nsamples, seqlen]       # source may be a mixture "web-ot:0.5,pydocs:0.5"
 
 Splits are ``train`` (alias ``calibration``) and ``test`` (aliases ``evaluation``,
 ``validation``).
@@ -27,7 +27,8 @@ from .hub import HubSource
 from .local import LocalSource
 from .registry import SOURCES, TextSource, add_source, available_sources, register_source
 from .rest import rest_to_text
-from .segments import calibration_segments
+from .mixture import calibration_domains, parse_mixture
+from .segments import calibration_bos, calibration_segments
 from .splits import canonical_split, split_documents
 from .tokens import clear_token_cache, tokenize_corpus
 
@@ -36,6 +37,9 @@ __all__ = [
     "load_text",
     "tokenize_corpus",
     "calibration_segments",
+    "calibration_bos",
+    "parse_mixture",
+    "calibration_domains",
     "DatasetUnavailableError",
     "SOURCES",
     "TextSource",

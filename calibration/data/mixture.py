@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass
 
 from .corpus import Source, resolve_source
+from .registry import source_domain
 
-__all__ = ["MixturePart", "parse_mixture", "mixture_counts", "is_mixture"]
+__all__ = ["MixturePart", "parse_mixture", "mixture_counts", "is_mixture", "calibration_domains"]
 
 SHARE_TOLERANCE = 1e-6
 
@@ -102,3 +103,9 @@ def mixture_counts(parts: list[MixturePart], nsamples: int) -> list[int]:
         raise ValueError(f"calibration mixture: {empty[0]!r} gets no segment of {nsamples}; "
                          "raise its share or nsamples")
     return counts
+
+
+def calibration_domains(spec: Source) -> set[str]:
+    """The domains (:func:`calibration.data.registry.source_domain`) of a calibration source or mixture:
+    an evaluation text of one of them is in domain."""
+    return {source_domain(p.source) for p in parse_mixture(spec)}

@@ -13,7 +13,10 @@ from .mixture import mixture_counts, parse_mixture
 from .splits import canonical_split
 from .tokens import tokenize_corpus
 
-__all__ = ["calibration_segments", "calibration_bos", "sample_windows"]
+__all__ = ["calibration_segments", "calibration_bos", "sample_windows", "BOS_CHOICES"]
+
+#: How a user names the ``bos`` argument (``--calib-bos``, a grid config's ``[calibration] bos``).
+BOS_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
 def _positive(name: str, value: int) -> int:
@@ -106,7 +109,7 @@ def calibration_segments(
         raise ValueError(f"seqlen must be at least 2 when segments start with BOS, got {seqlen}")
     parts = parse_mixture(source)
     counts = mixture_counts(parts, nsamples) if len(parts) > 1 else [nsamples]
-    segments = torch.cat([_source_windows(tokenizer, p.source if len(parts) > 1 else source, split, n, seqlen, length, seed)
+    segments = torch.cat([_source_windows(tokenizer, p.source, split, n, seqlen, length, seed)
                           for p, n in zip(parts, counts)])
     if bos_id is not None:
         segments = torch.cat([torch.full((nsamples, 1), bos_id, dtype=torch.long), segments], dim=1)

@@ -58,7 +58,8 @@ def shrink_to_diagonal(H: torch.Tensor, diag_shrink: float) -> torch.Tensor:
     Shrinkage of the input covariance towards its diagonal (the Ledoit-Wolf idea; cf. Sec. 3 of
     the GPTQ paper for ``H``). GPTQ's error compensation ``W[:, i+1:] -= err_i [H^-1]_{i, i+1:}``
     exists only through the off-diagonal: ``lambda = 0`` is GPTQ, ``lambda = 1`` leaves no
-    compensation (round-to-nearest), and in between the updates use only part of the
+    compensation (round-to-nearest; with act-order and groups, of groups of permuted columns),
+    and in between the updates use only part of the
     correlations between input channels measured on the calibration text, the part least
     specific to it. ``diag(H')`` equals ``diag(H)``, so the damping ``damp * mean(diag H)`` and
     the act-order permutation are unchanged. Returns a new tensor; ``H`` is not modified.

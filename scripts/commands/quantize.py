@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import METHODS
 from scripts.methods.w8a8 import add_act_arguments
@@ -82,9 +83,13 @@ def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folde
 def run(args: argparse.Namespace) -> int:
     recipe = build_recipe(args)  # bad flags fail before anything is loaded
     check_format(args)
+    if recipe.needs_calibration_data:
+        from calibration.data.mixture import parse_mixture
+
+        parse_mixture(args.calib)  # an unknown source or bad shares fail before the model is loaded
     out = check_output(args.output, args.overwrite)
 
-    from calibration.data import calibration_segments
+    from calibration.data import calibration_bos, calibration_segments
     from calibration.models import load_model
     from calibration.runner import quantize_model
 
@@ -94,10 +99,13 @@ def run(args: argparse.Namespace) -> int:
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     check_output(out, args.overwrite, needed_bytes=nbytes)
 
-    segments = None
+    segments, bos = None, None
     if recipe.needs_calibration_data:
-        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}")
-        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
+        bos = calibration_bos(tokenizer, BOS_CHOICES[args.calib_bos])
+        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}"
+             + (f", BOS {bos} first" if bos is not None else ", no BOS"))
+        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                        bos=bos is not None)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
     result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet,
                             autocast=args.autocast)
@@ -106,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "dtype": args.dtype,
         "recipe": recipe.to_list(),
-        "data": {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed}
+        "data": {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
+                 "bos": bos}
         if recipe.needs_calibration_data else None,
         "versions": versions(),
         **result.to_json(),

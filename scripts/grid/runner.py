@@ -86,6 +86,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     import torch
 
     from calibration.data import calibration_segments
+    from calibration.data.segments import BOS_CHOICES, calibration_bos
     from calibration.models import load_model
     from calibration.recipes import Recipe
     from calibration.runner import quantize_model
@@ -97,7 +98,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     tag = f"[{model_e.label} | {method.label}" + (f" | seed {seed}]" if seed is not None else "]")
     log(f"{tag} loading {model_e.id}")
     model, tokenizer = load_model(model_e.id, dtype=method.dtype, device=config.device)
-    quantized, t_quant, peak, steps = {}, 0.0, None, []
+    quantized, t_quant, peak, steps, calib_bos = {}, 0.0, None, [], None
     if method.steps:
         recipe = Recipe.from_list([dict(s) for s in method.steps])
         segments = None
@@ -106,8 +107,9 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
             if (model_e.id, seed) not in segment_cache:
                 segment_cache.clear()  # one model's segments at a time
                 segment_cache[(model_e.id, seed)] = calibration_segments(tokenizer, cal.source, cal.nsamples,
-                                                                         cal.seqlen, seed)
+                                                                         cal.seqlen, seed, bos=BOS_CHOICES[cal.bos])
             segments = segment_cache[(model_e.id, seed)]
+            calib_bos = calibration_bos(tokenizer, BOS_CHOICES[cal.bos])
         log(f"{tag} quantizing ({recipe.describe()})")
         res = quantize_model(model, recipe, segments, batch_size=config.calibration.batch_size, progress=progress,
                              autocast=method.autocast)
@@ -130,6 +132,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
             "recipe": method.resolved_steps(),
             "dataset": cell.dataset.label, "dataset_source": cell.dataset.source,
             "seed": seed, "calibration": config.calibration.settings() if seed is not None else None,
+            "calibration_bos": calib_bos, "in_domain": config.in_domain(cell.dataset) if seed is not None else None,
             "ppl": r.ppl, "perplexity": r.to_dict(), "tokens": r.tokens, "seconds": r.seconds,
             "footprint": fp.to_dict(), "bits_per_weight": fp.bits_per_weight,
             "quantize_s": t_quant, "peak_rss_mb": peak, "steps": steps, "versions": vers,

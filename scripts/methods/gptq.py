@@ -35,6 +35,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="scale tokens whose layer input norm exceeds R x their sequence's median down to it "
                             "before they enter the Hessian (massive-activation / attention-sink tokens); "
                             "R > 1, default off")
+    group.add_argument("--diag-shrink", type=float, default=0.0, metavar="LAMBDA",
+                       help="use H' = (1 - LAMBDA) H + LAMBDA diag(H): the input correlations measured on the "
+                            "calibration text count only by 1 - LAMBDA, so GPTQ over-fits that text less "
+                            "(0: GPTQ, default; 1: round-to-nearest)")
 
 
 def gptq_step(args: argparse.Namespace) -> GPTQStep:
@@ -43,7 +47,7 @@ def gptq_step(args: argparse.Namespace) -> GPTQStep:
         bits=args.bits, granularity=args.granularity, group_size=args.group_size, symmetric=args.symmetric,
         blocksize=args.blocksize, damp=args.damp, act_order=args.act_order, static_groups=args.static_groups,
         true_sequential=args.true_sequential, mse=args.mse or args.mse_weighted,
-        mse_weighted=args.mse_weighted, token_clip=args.token_clip,
+        mse_weighted=args.mse_weighted, token_clip=args.token_clip, diag_shrink=args.diag_shrink,
     )
 
 
