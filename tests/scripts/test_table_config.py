@@ -64,7 +64,7 @@ def test_unknown_preset():
         load_config("no-such-preset")
 
 
-@pytest.mark.parametrize("name", ["offline", "gptq-ablation", "llm-int8", "smoothquant"])
+@pytest.mark.parametrize("name", ["offline", "gptq-ablation", "llm-int8", "smoothquant", "calibration-domain"])
 def test_every_offline_preset_builds_its_recipes(name):
     from calibration.recipes import Recipe
 
