@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .corpus import Source, resolve_source
 from .registry import source_domain
+from ptq.errors import PTQUserError
 
 __all__ = ["MixturePart", "parse_mixture", "mixture_counts", "is_mixture", "calibration_domains"]
 
@@ -48,10 +49,10 @@ def _share(text: str, part: str) -> float:
     try:
         share = float(text)
     except ValueError:
-        raise ValueError(f"calibration mixture part {part!r}: the share {text!r} is not a number; "
+        raise PTQUserError(f"calibration mixture part {part!r}: the share {text!r} is not a number; "
                          "write SOURCE:SHARE, e.g. web-ot:0.5,pydocs:0.5") from None
     if not math.isfinite(share) or share <= 0:
-        raise ValueError(f"calibration mixture part {part!r}: a share must be a number above 0, got {text}")
+        raise PTQUserError(f"calibration mixture part {part!r}: a share must be a number above 0, got {text}")
     return share
 
 
@@ -69,20 +70,20 @@ def parse_mixture(spec: Source) -> list[MixturePart]:
     for part in os.fspath(spec).split(","):
         source, sep, share = part.strip().rpartition(":")
         if not sep or not source:
-            raise ValueError(f"calibration mixture part {part!r} has no share; write SOURCE:SHARE for every "
+            raise PTQUserError(f"calibration mixture part {part!r} has no share; write SOURCE:SHARE for every "
                              "source, e.g. web-ot:0.5,pydocs:0.5")
         try:
             resolve_source(source)
         except ValueError as exc:
-            raise ValueError(f"calibration mixture part {part!r}: {exc}") from None
+            raise PTQUserError(f"calibration mixture part {part!r}: {exc}") from None
         parts.append(MixturePart(source, _share(share, part)))
     names = [p.source for p in parts]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice is not None:
-        raise ValueError(f"calibration mixture names {twice!r} twice; give each source once with its total share")
+        raise PTQUserError(f"calibration mixture names {twice!r} twice; give each source once with its total share")
     total = sum(p.share for p in parts)
     if abs(total - 1.0) > SHARE_TOLERANCE:
-        raise ValueError(f"calibration mixture shares sum to {total:g}, not 1: "
+        raise PTQUserError(f"calibration mixture shares sum to {total:g}, not 1: "
                          + ", ".join(f"{p.source}:{p.share:g}" for p in parts))
     return parts
 
@@ -100,7 +101,7 @@ def mixture_counts(parts: list[MixturePart], nsamples: int) -> list[int]:
         counts[i] += 1
     empty = [p.source for p, n in zip(parts, counts) if n == 0]
     if empty:
-        raise ValueError(f"calibration mixture: {empty[0]!r} gets no segment of {nsamples}; "
+        raise PTQUserError(f"calibration mixture: {empty[0]!r} gets no segment of {nsamples}; "
                          "raise its share or nsamples")
     return counts
 

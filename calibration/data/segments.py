@@ -12,6 +12,7 @@ from .corpus import Source
 from .mixture import mixture_counts, parse_mixture
 from .splits import canonical_split
 from .tokens import tokenize_corpus
+from ptq.errors import PTQUserError
 
 __all__ = ["calibration_segments", "calibration_bos", "sample_windows", "BOS_CHOICES"]
 
@@ -21,7 +22,7 @@ BOS_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise PTQUserError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -37,7 +38,7 @@ def sample_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) 
     stream = tokens.reshape(-1)
     total = stream.numel()
     if total < seqlen + 1:
-        raise ValueError(
+        raise PTQUserError(
             f"the token stream has {total} tokens; nsamples={nsamples} seqlen={seqlen} "
             f"needs at least seqlen+1 = {seqlen + 1} tokens"
         )
@@ -60,7 +61,7 @@ def calibration_bos(tokenizer: Any, bos: bool | None = None) -> int | None:
         return None
     bos_id = getattr(tokenizer, "bos_token_id", None)
     if bos_id is None:
-        raise ValueError("BOS in calibration segments was asked for, but the tokenizer has no BOS token")
+        raise PTQUserError("BOS in calibration segments was asked for, but the tokenizer has no BOS token")
     return int(bos_id)
 
 
@@ -70,7 +71,7 @@ def _source_windows(tokenizer: Any, source: Source, split: str, nsamples: int, s
     total = tokens.shape[-1]
     if total < length + 1:
         need = "seqlen+1" if length == seqlen else "seqlen (BOS + seqlen-1 sampled tokens, +1)"
-        raise ValueError(
+        raise PTQUserError(
             f"source {str(source)!r} split {split!r} has {total} tokens; "
             f"nsamples={nsamples} seqlen={seqlen} needs at least {need} = {length + 1} tokens"
         )
@@ -106,7 +107,7 @@ def calibration_segments(
     bos_id = calibration_bos(tokenizer, bos)
     length = seqlen - (bos_id is not None)
     if length < 1:
-        raise ValueError(f"seqlen must be at least 2 when segments start with BOS, got {seqlen}")
+        raise PTQUserError(f"seqlen must be at least 2 when segments start with BOS, got {seqlen}")
     parts = parse_mixture(source)
     counts = mixture_counts(parts, nsamples) if len(parts) > 1 else [nsamples]
     segments = torch.cat([_source_windows(tokenizer, p.source, split, n, seqlen, length, seed)

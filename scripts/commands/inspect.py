@@ -5,7 +5,8 @@ import argparse
 
 from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet
-from scripts.output import write_json
+from ptq.jsonable import write_json
+from ptq.errors import PTQUserError
 
 HELP = "per-layer activation statistics (max |x|, outlier channels, kurtosis) on calibration data"
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from calibration.runner import quantize_model
 
     if args.threshold <= 0:
-        raise ValueError(f"--threshold must be positive, got {args.threshold}")
+        raise PTQUserError(f"--threshold must be positive, got {args.threshold}")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
                                     bos=BOS_CHOICES[args.calib_bos])
