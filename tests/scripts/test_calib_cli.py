@@ -41,7 +41,7 @@ def test_gptq_on_a_mixture_with_bos_and_diag_shrink(tiny_model_dir, smol_tokeniz
 @pytest.mark.parametrize("flags, message", [
     (["--calib", "web-ot:0.5,pydocs:0.6"], "calibration mixture shares sum to 1.1, not 1"),
     (["--calib", "web-ot:0.5,nope:0.5"], "unknown dataset 'nope'"),
-    (["--method", "gptq", "--diag-shrink", "2"], "diag_shrink must be a number from 0 to 1"),
+    (["--method", "gptq", "--diag-shrink", "2"], "diag-shrink must be a number from 0 to 1"),
 ])
 def test_calibration_mistakes_exit_2_before_loading(flags, message, tmp_path, capsys):
     code, _, err = run(["quantize", "no-such-model-xyz", "--output", tmp_path / "out", "--quiet",
