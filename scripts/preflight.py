@@ -13,7 +13,7 @@ from typing import Any
 from scripts.errors import UsageError
 
 #: ``ptq quantize`` flags that only matter to a recipe that reads calibration data.
-DATA_FLAGS = ("calib", "nsamples", "seqlen", "seed", "batch_size", "autocast")
+DATA_FLAGS = ("calib", "calib_bos", "nsamples", "seqlen", "seed", "batch_size", "autocast")
 
 
 class Explicit(argparse.Action):
@@ -58,8 +58,14 @@ def check_corpus(tokenizer: Any, source: str, nsamples: int, seqlen: int, comman
     """Tokenize the calibration split now (cached for the run) and check it holds the windows:
     fewer than ``seqlen + 1`` tokens is an error; fewer than ``nsamples x seqlen`` a warning (the
     random windows then overlap, so the calibration sees the same tokens several times)."""
+    from calibration.data.mixture import parse_mixture
     from calibration.data.tokens import tokenize_corpus
 
+    parts = parse_mixture(source)
+    if len(parts) > 1:  # each source of a mixture holds its share of the windows
+        for part in parts:
+            check_corpus(tokenizer, part.source, max(1, round(nsamples * part.share)), seqlen, command)
+        return
     total = tokenize_corpus(tokenizer, source, "train").shape[-1]
     if total < seqlen + 1:
         raise UsageError(f"calibration corpus {source} has {total} tokens, too few for one window of --seqlen "

@@ -28,7 +28,7 @@ from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import WeightStep, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq
-from ptq.algorithms.hessian import HessianAccumulator
+from ptq.algorithms.hessian import HessianAccumulator, shrink_to_diagonal
 from ptq.algorithms.rtn import rtn
 from ptq.choosers import get_qparams, legacy_qparams
 from ptq.errors import PTQUserError
@@ -129,6 +129,9 @@ class GPTQStep(WeightStep):
         token_clip: scale a token whose layer input is more than ``token_clip`` times its
             sequence's median token norm down to that norm before it enters ``H``
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
+        diag_shrink: ``lambda`` in ``H' = (1 - lambda) H + lambda diag(H)`` before the solve
+            (:func:`ptq.algorithms.hessian.shrink_to_diagonal`): ``0`` (default) is GPTQ, ``1``
+            round-to-nearest; in between GPTQ over-fits the calibration text less.
     """
 
     blocksize: int = option(BLOCKSIZE, "GPTQ lazy-batch block size (default %(default)s)")
@@ -147,6 +150,10 @@ class GPTQStep(WeightStep):
                                        "column's error weighted by the Hessian diagonal)", omit_default=True)
     qparams: str = field(default="minmax", metadata={"omit_default": True})  # flag --qparams: scripts/methods/rtn.py
     qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
+    diag_shrink: float = option(0.0, "use H' = (1 - LAMBDA) H + LAMBDA diag(H): the input correlations measured on "
+                                     "the calibration text count only by 1 - LAMBDA, so GPTQ over-fits that text "
+                                     "less (0: GPTQ, default; 1: round-to-nearest)",
+                                type=float, metavar="LAMBDA", omit_default=True)
     resume_attrs: ClassVar[tuple[str, ...]] = ("_stats",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
@@ -169,6 +176,10 @@ class GPTQStep(WeightStep):
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
             raise PTQUserError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
+        if isinstance(self.diag_shrink, bool) or not (isinstance(self.diag_shrink, (int, float))
+                                                      and 0 <= self.diag_shrink <= 1):
+            raise PTQUserError(f"diag_shrink must be a number from 0 to 1 (0: GPTQ, 1: round-to-nearest), "
+                             f"got {self.diag_shrink!r}")
         if self.static_groups and self.granularity != "group":
             raise PTQUserError("static_groups needs granularity 'group' with a group_size")
         self._stats = _new_stats()
@@ -225,7 +236,8 @@ class GPTQStep(WeightStep):
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
+                H = shrink_to_diagonal(acc.H, self.diag_shrink) if self.diag_shrink else acc.H
+                res = gptq(W, H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
                            static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {})
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from scripts.preflight import Explicit
+from calibration.data.segments import BOS_CHOICES
 
 
 def add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -17,7 +18,12 @@ def add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> 
 
 def add_calibration_arguments(p: argparse.ArgumentParser, nsamples: int = 128) -> None:
     g = p.add_argument_group("calibration data")
-    g.add_argument("--calib", default="web-ot", action=Explicit, help="calibration corpus: a named source or a .txt/.jsonl/folder path (default web-ot)")
+    g.add_argument("--calib", default="web-ot", action=Explicit,
+                   help="calibration corpus: a named source, a .txt/.jsonl/folder path, or a mixture by token share "
+                        "SOURCE:SHARE,... such as web-ot:0.5,pydocs:0.5 (default web-ot)")
+    g.add_argument("--calib-bos", default="auto", action=Explicit, choices=sorted(BOS_CHOICES),
+                   help="start every calibration segment with the BOS token: auto (default) when the tokenizer adds "
+                        "one to every text, on, or off (the GPTQ paper's raw windows)")
     g.add_argument("--nsamples", type=int, action=Explicit, default=nsamples, help=f"number of calibration segments (default {nsamples})")
     g.add_argument("--seqlen", type=int, default=512, action=Explicit, help="tokens per segment (default 512)")
     g.add_argument("--seed", type=int, action=Explicit, default=0, help="seed of the segment sampling (default 0)")

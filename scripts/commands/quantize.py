@@ -6,6 +6,7 @@ import sys
 import time
 
 from ptq.checkpoint.formats import FORMATS
+from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import all_methods
 from scripts.methods.w8a8 import add_act_arguments
@@ -150,6 +151,10 @@ def plan_line(verdict) -> str:
 def run(args: argparse.Namespace) -> int:
     recipe = build_recipe(args)  # bad flags fail before anything is loaded
     check_format(args)
+    if recipe.needs_calibration_data:
+        from calibration.data.mixture import parse_mixture
+
+        parse_mixture(args.calib)  # an unknown source or bad shares fail before the model is loaded
     out = check_output(args.output, args.overwrite)
     ignored = ignored_data_flags(args, recipe.needs_calibration_data)
     if ignored:
@@ -161,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace, recipe, out) -> int:
-    from calibration.data import calibration_segments
+    from calibration.data import calibration_bos, calibration_segments
     from calibration.models import load_model
     from calibration.runner import quantize_model
     from calibration.runner.workdir import RunInterrupted, WorkFolder
@@ -170,8 +175,8 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
     shape, verdict = plan_run(args, recipe)
     enforce(verdict, args.force, "quantize")
     info(args, plan_line(verdict))
-    data = ({"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed}
-            if recipe.needs_calibration_data else None)
+    data = ({"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
+             "calib_bos": args.calib_bos} if recipe.needs_calibration_data else None)
     if data:
         from transformers import AutoTokenizer
 
@@ -184,10 +189,13 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     t_load = time.perf_counter() - t0
 
-    segments = None
+    segments, bos = None, None
     if data:
-        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}")
-        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
+        bos = calibration_bos(tokenizer, BOS_CHOICES[args.calib_bos])
+        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}"
+             + (f", BOS {bos} first" if bos is not None else ", no BOS"))
+        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                        bos=bos is not None)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
     with stop_signals(lambda m: print(f"ptq quantize: {m}", file=sys.stderr, flush=True)) as state:
         work = WorkFolder(work_folder_path(out), quantize_key(args, recipe, data), resume=args.resume,
@@ -215,7 +223,7 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
         "model": args.model,
         "dtype": args.dtype,
         "recipe": recipe.to_list(),
-        "data": data,
+        "data": {**data, "bos": bos} if data else None,
         "versions": versions(),
         "plan": verdict.estimate.to_dict(),
         **result.to_json(),

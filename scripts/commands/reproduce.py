@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="the model of the table (default smollm2-135m)")
     p.add_argument("--out", default="ptq-reproduce", help="folder of the table files and plot (default ptq-reproduce)")
     p.add_argument("--results", default=None, help="results store (default OUT/results.jsonl)")
-    p.add_argument("--calib", default=None, help="replace the calibration corpus (default web-ot)")
+    p.add_argument("--calib", default=None, help="replace the calibration corpus (default web-ot; a mixture such as "
+                                                 "web-ot:0.5,pydocs:0.5 works too)")
     p.add_argument("--fresh", action="store_true", help="recompute every cell instead of reusing the results store")
     add_quiet(p)
 

@@ -109,6 +109,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     import torch
 
     from calibration.data import calibration_segments
+    from calibration.data.segments import BOS_CHOICES, calibration_bos
     from calibration.models import load_model
     from calibration.recipes import Recipe
     from calibration.runner import quantize_model
@@ -130,7 +131,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
         as_loaded = (lambda *_: model) if method.dtype == "float32" else None  # still the float model
         refs = float_references(model_e.id, jobs, topk, ref_dir, config.device, progress,
                                 load=as_loaded)
-    quantized, t_quant, peak, steps = {}, 0.0, None, []
+    quantized, t_quant, peak, steps, calib_bos = {}, 0.0, None, [], None
     if method.steps:
         recipe = Recipe.from_list([dict(s) for s in method.steps])
         segments = None
@@ -139,8 +140,9 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
             if (model_e.id, seed) not in segment_cache:
                 segment_cache.clear()  # one model's segments at a time
                 segment_cache[(model_e.id, seed)] = calibration_segments(tokenizer, cal.source, cal.nsamples,
-                                                                         cal.seqlen, seed)
+                                                                         cal.seqlen, seed, bos=BOS_CHOICES[cal.bos])
             segments = segment_cache[(model_e.id, seed)]
+            calib_bos = calibration_bos(tokenizer, BOS_CHOICES[cal.bos])
         log(f"{tag} quantizing ({recipe.describe()})")
         res = quantize_model(model, recipe, segments, batch_size=config.calibration.batch_size, progress=progress,
                              autocast=method.autocast)
@@ -162,6 +164,7 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
             "recipe": method.resolved_steps(),
             "dataset": cell.dataset.label, "dataset_source": cell.dataset.source,
             "seed": seed, "calibration": config.calibration.settings() if seed is not None else None,
+            "calibration_bos": calib_bos, "in_domain": config.in_domain(cell.dataset) if seed is not None else None,
             "ppl": r.ppl, "ppl_se": r.ppl_se, "bos": r.bos, "perplexity": r.to_dict(), "tokens": r.tokens,
             "seconds": r.seconds, "kl": None if kl is None else kl.to_dict(),
             "footprint": fp.to_dict(), "bits_per_weight": fp.bits_per_weight,
