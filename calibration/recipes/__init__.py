@@ -14,3 +14,6 @@ __all__ += ["GPTQStep"]
 from calibration.recipes.smoothquant import SmoothQuantStep  # noqa: E402  (registers "smoothquant")
 from calibration.recipes.w8a8 import W8A8Step  # noqa: E402  (registers "w8a8")
 from calibration.recipes.llm_int8 import LLMInt8Step  # noqa: E402  (registers "llm-int8")
+from calibration.recipes.awq import AWQStep  # noqa: E402  (registers "awq")
+
+__all__ += ["AWQStep"]

@@ -24,6 +24,10 @@ from calibration.config_files import read_structured_file
 class Recipe:
     steps: list[Step] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for step, following in zip(self.steps, [*self.steps[1:], None]):
+            step.link_next(following)
+
     @classmethod
     def from_list(cls, items: list[dict[str, Any]]) -> "Recipe":
         steps = []
