@@ -115,7 +115,7 @@ class AWQStep(Step):
     group_size: int | None = field(default=None, metadata={"omit_default": True})
     symmetric: bool | None = field(default=None, metadata={"omit_default": True})
     n_grid: int = field(default=N_GRID, metadata={"omit_default": True})
-    search_samples: int = field(default=32, metadata={"omit_default": True})
+    search_samples: int = field(default=8, metadata={"omit_default": True})
     clip: bool = field(default=True, metadata={"omit_default": True})
     clip_skip: tuple[str, ...] = field(default=CLIP_SKIP, metadata={"omit_default": True})
 

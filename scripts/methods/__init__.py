@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from scripts.methods import gptq, llm_int8, rtn, smoothquant, w8a8
+from scripts.methods import awq, gptq, llm_int8, rtn, smoothquant, w8a8
 
-METHODS: dict[str, ModuleType] = {m.NAME: m for m in (rtn, gptq, smoothquant, w8a8, llm_int8)}
+METHODS: dict[str, ModuleType] = {m.NAME: m for m in (rtn, gptq, smoothquant, w8a8, llm_int8, awq)}

@@ -46,15 +46,17 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--no-prev-linear", dest="prev_linear", action="store_false",
                        help="smooth only norm -> linear groups, not the linear -> linear pairs (v -> o, up -> down) "
                             "where the path allows them (smoothing them is the default)")
-    group.add_argument("--then", default="w8a8", choices=["w8a8", "rtn", "gptq"],
-                       help="what quantizes the smoothed model: W8A8 (--act-granularity, --act-observer), or "
-                            "weight-only RTN / GPTQ with the shared weight flags (default w8a8)")
+    group.add_argument("--then", default=None, choices=["w8a8", "rtn", "gptq"],
+                       help="what quantizes the smoothed (or AWQ-scaled) model: W8A8 (--act-granularity, "
+                            "--act-observer; smoothquant only), or weight-only RTN / GPTQ with the shared weight "
+                            "flags (default: w8a8 after smoothquant, rtn after awq)")
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
     """Smoothing (``--act-granularity`` is what ``--alpha auto`` simulates), then the ``--then`` step."""
+    then = args.then or "w8a8"
     flags = act_flags(args)
-    weight_only = [f for f in flags if f != "--act-granularity"] if args.then == "rtn" else []
+    weight_only = [f for f in flags if f != "--act-granularity"] if then == "rtn" else []
     if weight_only:
         raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then rtn: that step "
                          "quantizes weights only; use --then w8a8 (the default) or --then gptq --bits 8 --symmetric "
@@ -66,7 +68,6 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     smooth = SmoothQuantStep(alpha=args.alpha, prev_linear=args.prev_linear, act=act_mode(args),
                              search_metric=args.search_metric, search_scope=args.search_scope,
                              act_stat=args.act_stat)
-    if args.then == "gptq":  # --act-granularity alone says what --alpha auto simulates
+    if then == "gptq":  # --act-granularity alone says what --alpha auto simulates
         return Recipe([smooth, *gptq_steps(args, "--method smoothquant --then gptq", allowed=("--act-granularity",))])
-    then = {"w8a8": w8a8_step, "rtn": weight_step}[args.then](args)
-    return Recipe([smooth, then])
+    return Recipe([smooth, {"w8a8": w8a8_step, "rtn": weight_step}[then](args)])
