@@ -96,3 +96,22 @@ def test_inspected_module() -> None:
         == "self_attn"
     assert inspected_module(SmoothGroup("mlp.up_proj", "linear", ("mlp.down_proj",))) == "mlp.down_proj"
     assert inspected_module(SmoothGroup("ln", "norm", ("attn.q", "mlp.fc1"))) == ""
+
+
+@pytest.mark.parametrize("then", ["rtn", "gptq"])
+def test_awq_model_round_trips_through_ptq_and_gptq_formats(tiny_model, tiny_segments, tmp_path, then) -> None:
+    from calibration.recipes import GPTQStep
+    from ptq.checkpoint import export_gptq, load_quantized, save_quantized
+
+    model = tiny_model("llama")
+    _outliers(model)
+    quantizer = (RTNStep(bits=4, granularity="group", group_size=32) if then == "rtn" else
+                 GPTQStep(bits=4, granularity="group", group_size=32, act_order=True))
+    res = quantize_model(model, Recipe([AWQStep(), quantizer]), tiny_segments(n=8), progress=False)
+    assert all(r.method == then for r in res.records.values())
+    tokens = tiny_segments(n=2, seed=9)
+    ref = _logits(model, tokens)
+    for name, writer in (("ptq", save_quantized), ("gptq", export_gptq)):
+        out = writer(model, tmp_path / name, res.records)
+        loaded, _ = load_quantized(out)
+        torch.testing.assert_close(_logits(loaded, tokens), ref, rtol=1e-4, atol=1e-4)
