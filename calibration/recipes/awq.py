@@ -26,7 +26,6 @@ step's own fields when all of ``bits``, ``granularity``, ``group_size``, ``symme
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,14 +164,6 @@ class AWQStep(Step):
             self._plans[key] = smoothing_groups(ctx.block, probe.run, prev_linear=True)
         return self._plans[key]
 
-    def _search_context(self, ctx: BlockContext) -> BlockContext:
-        if not self.search_samples or self.search_samples >= ctx.inputs.num_samples:
-            return ctx
-        per_batch = ctx.inputs.hidden[0].shape[0]
-        sub = ctx.inputs.batches(0, math.ceil(self.search_samples / per_batch))
-        return BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=sub, records=ctx.records,
-                            autocast=ctx.autocast)
-
     @torch.no_grad()
     def _search(self, ctx: BlockContext, plan: SmoothingPlan) -> list[Any]:
         """Every group's :class:`ScaleSearch`, on the block as it is (nothing folded yet)."""
@@ -181,7 +172,7 @@ class AWQStep(Step):
         modules = dict(ctx.block.named_modules())
         stats = ctx.observe_inputs([g.linears[0] for g in plan.groups],
                                    lambda n, m: make_observer("meanabs-per-channel", axis=-1))
-        search = self._search_context(ctx)
+        search = ctx.first_samples(self.search_samples)
         targets = {inspected_module(g) for g in plan.groups}
         hooks = {t: _Calls(modules[t]) for t in targets}
         try:
@@ -218,7 +209,7 @@ class AWQStep(Step):
         names = [n for n in layers if not any(p in n for p in self.clip_skip)]
         if not names:
             return []
-        inputs = self._search_context(ctx).observe_inputs(names, lambda n, m: _Inputs())
+        inputs = ctx.first_samples(self.search_samples).observe_inputs(names, lambda n, m: _Inputs())
         for n in names:
             W = linear_weight(layers[n]).float()
             X = sample_tokens(inputs[n].tensor(), CLIP_TOKENS)  # type: ignore[attr-defined]

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -215,12 +214,7 @@ class SmoothQuantStep(Step):
 
     def _search_context(self, ctx: BlockContext) -> BlockContext:
         """``ctx`` restricted to the mini-batches holding the first ``search_samples`` segments."""
-        if not self.search_samples or self.search_samples >= ctx.inputs.num_samples:
-            return ctx
-        per_batch = ctx.inputs.hidden[0].shape[0]
-        sub = ctx.inputs.batches(0, math.ceil(self.search_samples / per_batch))
-        return BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=sub, records=ctx.records,
-                            autocast=ctx.autocast)
+        return ctx.first_samples(self.search_samples)
 
     def process_block(self, ctx: BlockContext) -> None:
         plan = self._plan(ctx)

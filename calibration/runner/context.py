@@ -75,6 +75,16 @@ class BlockContext:
             rec.info = {**old.info, **rec.info}
         self.records[self.qualified(name)] = rec
 
+    def first_samples(self, nsamples: int) -> "BlockContext":
+        """This context restricted to the mini-batches holding the first ``nsamples`` segments
+        (``0`` or at least all of them: ``self``); searches that score many candidates use it."""
+        if not nsamples or nsamples >= self.inputs.num_samples:
+            return self
+        per_batch = self.inputs.hidden[0].shape[0]
+        sub = self.inputs.batches(0, -(-nsamples // per_batch))
+        return BlockContext(block=self.block, index=self.index, prefix=self.prefix, inputs=sub, records=self.records,
+                            autocast=self.autocast)
+
     def run(self) -> list[torch.Tensor]:
         """The block's outputs for all calibration mini-batches, as it is now."""
         return run_block(self.block, self.inputs, self.autocast)
