@@ -101,7 +101,8 @@ class AWQStep(Step):
 
     Args:
         bits, granularity, group_size, symmetric: the weight format the searches simulate; leave
-            all unset to take the following step's (set by the recipe), or give all four.
+            all unset to take the following step's (set by the recipe), or give bits, granularity,
+            symmetric (and group_size with groups).
         n_grid: alphas tried, ``0, 1/n_grid, ..., (n_grid-1)/n_grid`` (the paper's 20).
         search_samples: calibration segments the scale and clip searches run on (0: all);
             ``s_X`` always comes from all of them.
@@ -159,9 +160,7 @@ class AWQStep(Step):
     def _plan(self, ctx: BlockContext) -> SmoothingPlan:
         key = tuple(ctx.linear_layers())
         if key not in self._plans:
-            probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=ctx.inputs.batches(0, 1),
-                                 records={}, autocast=ctx.autocast)
-            self._plans[key] = smoothing_groups(ctx.block, probe.run, prev_linear=True)
+            self._plans[key] = smoothing_groups(ctx.block, ctx.first_samples(1).run, prev_linear=True)
         return self._plans[key]
 
     @torch.no_grad()
