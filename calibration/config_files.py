@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from ptq.errors import PTQUserError
 
 
 def read_structured_file(path: str | Path, what: str) -> Any:
@@ -10,7 +11,7 @@ def read_structured_file(path: str | Path, what: str) -> Any:
     (e.g. ``"recipe file"``)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what} {path} does not exist")
+        raise PTQUserError(f"{what} {path} does not exist")
     text = path.read_text()
     if path.suffix == ".toml":
         import tomllib
@@ -18,12 +19,12 @@ def read_structured_file(path: str | Path, what: str) -> Any:
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{what} {path} is not valid TOML: {exc}") from None
+            raise PTQUserError(f"{what} {path} is not valid TOML: {exc}") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    raise ValueError(f"{what} {path} must end in .toml, .yaml or .yml")
+            raise PTQUserError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raise PTQUserError(f"{what} {path} must end in .toml, .yaml or .yml")

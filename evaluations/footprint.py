@@ -16,8 +16,10 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from ptq.layers import in_out_features
 from ptq.packing import packed_length
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 @dataclass
@@ -71,13 +73,6 @@ def packed_weight_bytes(out_features: int, in_features: int, spec: QuantSpec) ->
     return codes + scales + zeros
 
 
-def _weight_shape(module: nn.Module) -> tuple[int, int]:
-    w = module.weight
-    if type(module).__name__ == "Conv1D":  # transformers' GPT-2 layer stores [in, out]
-        return int(w.shape[1]), int(w.shape[0])
-    return int(w.shape[0]), int(w.shape[1])
-
-
 def footprint(model: nn.Module, quantized: Mapping[str, QuantSpec] | None = None) -> Footprint:
     """Footprint of ``model``; ``quantized`` maps qualified linear-layer names to their spec."""
     quantized = dict(quantized or {})
@@ -97,12 +92,12 @@ def footprint(model: nn.Module, quantized: Mapping[str, QuantSpec] | None = None
                 seen.add(storage_key(t))
             continue
         if name in quantized:
-            out_f, in_f = _weight_shape(module)
+            in_f, out_f = in_out_features(module)
             b = packed_weight_bytes(out_f, in_f, quantized.pop(name))
             seen.add(storage_key(module.weight))
             total, params, q_params, q_bytes = total + b, params + out_f * in_f, q_params + out_f * in_f, q_bytes + b
     if quantized:
-        raise ValueError(f"footprint: no layer named {sorted(quantized)[0]!r} in the model")
+        raise PTQUserError(f"footprint: no layer named {sorted(quantized)[0]!r} in the model")
     for t in list(model.parameters()) + [b for b in model.buffers() if b is not None]:
         key = storage_key(t)
         if key in seen:

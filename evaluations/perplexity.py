@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from ptq.errors import PTQUserError
 
 
 @dataclass
@@ -46,14 +47,14 @@ def windows(n_tokens: int, seqlen: int, stride: int | None = None, max_windows: 
     tokens from ``first_scored`` on (``first_scored == begin + 1`` for the first window of
     the protocol, i.e. everything but its first token)."""
     if seqlen < 2:
-        raise ValueError(f"seqlen must be at least 2, got {seqlen}")
+        raise PTQUserError(f"seqlen must be at least 2, got {seqlen}")
     stride = seqlen if stride is None else stride
     if not 1 <= stride <= seqlen:
-        raise ValueError(f"stride must be between 1 and seqlen ({seqlen}), got {stride}")
+        raise PTQUserError(f"stride must be between 1 and seqlen ({seqlen}), got {stride}")
     if max_windows is not None and max_windows < 1:
-        raise ValueError(f"max_windows must be at least 1, got {max_windows}")
+        raise PTQUserError(f"max_windows must be at least 1, got {max_windows}")
     if n_tokens < seqlen:
-        raise ValueError(f"the text has {n_tokens} tokens, fewer than one window of {seqlen}; "
+        raise PTQUserError(f"the text has {n_tokens} tokens, fewer than one window of {seqlen}; "
                          f"use a smaller seqlen or a larger corpus")
     out, scored_until = [], 0
     for begin in range(0, n_tokens - seqlen + 1, stride):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from ptq.errors import PTQUserError
 
 
 def plot_ppl_vs_bits(points: Iterable[Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
@@ -26,7 +27,7 @@ def plot_ppl_vs_bits(points: Iterable[Mapping[str, Any]], path: str | Path, titl
         by_line = grouped.setdefault((model, ds), {})
         by_line.setdefault(str(p["line"]), {}).setdefault(round(float(p["bits_per_weight"]), 4), []).append(float(p["ppl"]))
     if not grouped:
-        raise ValueError("nothing to plot: no finished cells")
+        raise PTQUserError("nothing to plot: no finished cells")
     fig, axes = plt.subplots(len(models), len(datasets), figsize=(4.2 * len(datasets), 3.4 * len(models)),
                              squeeze=False)
     for i, model in enumerate(models):

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from ptq.jsonable import json_default
+from ptq.errors import PTQUserError
 
 
 def cell_key(parts: Mapping[str, Any]) -> str:
@@ -43,7 +44,7 @@ class ResultsStore:
             except json.JSONDecodeError:
                 if i == last:
                     continue  # interrupted write of the last line
-                raise ValueError(f"results store {self.path} line {i + 1} is not valid JSON") from None
+                raise PTQUserError(f"results store {self.path} line {i + 1} is not valid JSON") from None
             if isinstance(rec, dict) and "key" in rec:
                 yield rec
 
@@ -57,7 +58,7 @@ class ResultsStore:
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one record as a line, durable before returning."""
         if "key" not in record:
-            raise ValueError("a results record needs a 'key'")
+            raise PTQUserError("a results record needs a 'key'")
         line = json.dumps(record, sort_keys=True, default=json_default)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_partial_tail()

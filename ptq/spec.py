@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Literal
+from ptq.errors import PTQUserError
 
 Granularity = Literal["tensor", "channel", "group"]
 GRANULARITIES = ("tensor", "channel", "group")
@@ -44,22 +45,22 @@ class QuantSpec:
 
     def __post_init__(self) -> None:
         if self.scale_dtype not in ("float32", "float16"):
-            raise ValueError(f"scale_dtype must be float32 or float16, got {self.scale_dtype!r}")
+            raise PTQUserError(f"scale_dtype must be float32 or float16, got {self.scale_dtype!r}")
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
-            raise ValueError(f"bits must be an integer from 2 to 8, got {self.bits!r}")
+            raise PTQUserError(f"bits must be an integer from 2 to 8, got {self.bits!r}")
         if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be from 2 to 8, got {self.bits}")
+            raise PTQUserError(f"bits must be from 2 to 8, got {self.bits}")
         if self.granularity not in GRANULARITIES:
-            raise ValueError(
+            raise PTQUserError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}"
             )
         if self.granularity == "group":
             if self.group_size is None:
-                raise ValueError("granularity 'group' needs a group_size (e.g. 64 or 128)")
+                raise PTQUserError("granularity 'group' needs a group_size (e.g. 64 or 128)")
             if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1:
-                raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
+                raise PTQUserError(f"group_size must be a positive integer, got {self.group_size!r}")
         elif self.group_size is not None:
-            raise ValueError(
+            raise PTQUserError(
                 f"group_size={self.group_size} was given with granularity {self.granularity!r}; "
                 "use granularity 'group' to quantize in groups"
             )
@@ -77,7 +78,7 @@ class QuantSpec:
         if in_features % self.group_size:
             divisors = [d for d in range(8, in_features + 1) if in_features % d == 0 and d <= 1024]
             hint = ", ".join(str(d) for d in divisors[:10]) or str(in_features)
-            raise ValueError(
+            raise PTQUserError(
                 f"group_size {self.group_size} does not divide {name} ({in_features}); "
                 f"group sizes that divide it: {hint}"
             )

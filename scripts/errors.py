@@ -1,14 +1,21 @@
-"""User mistakes and how the CLI reports them: one line on stderr, exit code 2."""
+"""User mistakes and how the CLI reports them: one line on stderr, exit code 2.
+
+A user mistake is a :class:`ptq.errors.PTQUserError` (raised anywhere in the package for what the
+user can fix) or an OS error about the user's files and machine (missing file, existing output, no
+space, no permission). Any other exception, ``ValueError`` included, is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import errno
 
+from ptq.errors import PTQUserError
 
-class UsageError(ValueError):
+
+class UsageError(PTQUserError):
     """A mistake in what the user asked for (bad flag combination, existing output, ...)."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS: tuple[type[BaseException], ...] = (PTQUserError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def is_user_error(exc: BaseException) -> bool:

@@ -1,15 +1,12 @@
 """Write an output folder atomically: everything goes to a temporary sibling, renamed at the end."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from scripts.errors import UsageError
 from ptq.checkpoint import files
-from ptq.jsonable import json_default
 
 
 def check_output(path: str | Path, overwrite: bool, needed_bytes: int = 0) -> Path:
@@ -34,12 +31,4 @@ def check_output(path: str | Path, overwrite: bool, needed_bytes: int = 0) -> Pa
 
 
 atomic_folder = files.atomic_folder  # write to a temporary sibling, rename on success (one implementation)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON through a temporary file and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
-    tmp.replace(path)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .local import LocalSource
 from .registry import SOURCES, TextSource, source_documents, unknown_source_message
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     import datasets
@@ -30,7 +31,7 @@ def resolve_source(source: Source) -> TextSource:
     path = Path(name).expanduser()
     if name and path.exists():
         return LocalSource(path)
-    raise ValueError(unknown_source_message(name))
+    raise PTQUserError(unknown_source_message(name))
 
 
 def source_key(source: Source) -> tuple[object, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ptq.errors import PTQUserError
+
 __all__ = ["DatasetUnavailableError", "OFFLINE_SOURCES_HINT"]
 
 #: Sentence appended to every "cannot get this corpus" message: what works without a network.
@@ -11,7 +13,7 @@ OFFLINE_SOURCES_HINT = (
 )
 
 
-class DatasetUnavailableError(ValueError):
+class DatasetUnavailableError(PTQUserError):
     """A known source exists but its text cannot be obtained on this machine.
 
     Raised when the Hugging Face hub cannot be reached (offline, no network, dataset not

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     import datasets
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 from .errors import OFFLINE_SOURCES_HINT, DatasetUnavailableError
 from .registry import add_source
 
-__all__ = ["HubSource", "WIKITEXT2", "PTB", "C4", "HUB_UNAVAILABLE_ERRORS", "hub_unavailable_errors"]
+__all__ = ["HubSource", "WIKITEXT2", "PTB", "C4", "hub_unavailable_errors"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,14 +56,6 @@ def hub_unavailable_errors() -> tuple[type[BaseException], ...]:
             continue
         errors.extend(getattr(module, name) for name in names if hasattr(module, name))
     return tuple(dict.fromkeys(errors))
-
-
-def __getattr__(name: str) -> Any:
-    """``HUB_UNAVAILABLE_ERRORS``: the errors from ``datasets`` / ``huggingface_hub`` turned
-    into :class:`DatasetUnavailableError` (computed on first access)."""
-    if name == "HUB_UNAVAILABLE_ERRORS":
-        return hub_unavailable_errors()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,7 @@ class HubSource:
 
     def _text_only(self, dataset: "datasets.Dataset", split: str) -> "datasets.Dataset":
         if self.text_field not in dataset.column_names:
-            raise ValueError(
+            raise PTQUserError(
                 f"dataset {self.source!r} has no field {self.text_field!r} "
                 f"(columns: {', '.join(dataset.column_names)})"
             )

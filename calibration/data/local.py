@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .documents import documents_dataset
 from .rest import rest_to_text
 from .splits import split_documents
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     import datasets
@@ -55,9 +56,9 @@ def _jsonl_documents(path: Path) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+                raise PTQUserError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{path}:{number}: expected an object with a string 'text' field")
+                raise PTQUserError(f"{path}:{number}: expected an object with a string 'text' field")
             documents.append(record["text"])
     return documents
 
@@ -72,14 +73,14 @@ def read_documents(path: Path) -> list[str]:
     if path.is_dir():
         files = _folder_files(path)
         if not files:
-            raise ValueError(f"folder {path} has no {'/'.join(TEXT_SUFFIXES)} files")
+            raise PTQUserError(f"folder {path} has no {'/'.join(TEXT_SUFFIXES)} files")
         documents = [_read_text(f).strip() for f in files]
     elif path.name.endswith(".jsonl"):
         documents = _jsonl_documents(path)
     elif path.name.endswith(TEXT_SUFFIXES):
         documents = _paragraphs(_read_text(path))
     else:
-        raise ValueError(
+        raise PTQUserError(
             f"unsupported file {path}: expected a .txt or .jsonl file or a folder of text files"
         )
     return [d for d in documents if d.strip()]

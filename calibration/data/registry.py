@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Union, runtime_checkable
 
 from .documents import documents_dataset
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     import datasets
@@ -88,7 +89,7 @@ SOURCES: dict[str, TextSource] = {}
 def add_source(name: str, source: TextSource, *, replace: bool = False) -> TextSource:
     """Register ``source`` under ``name``; a second registration needs ``replace=True``."""
     if not replace and name in SOURCES:
-        raise ValueError(f"a dataset source named {name!r} is already registered")
+        raise PTQUserError(f"a dataset source named {name!r} is already registered")
     if not isinstance(source, TextSource):
         raise TypeError(f"{source!r} is not a text source (needs .joiner and .load(split))")
     SOURCES[name] = source

@@ -10,13 +10,14 @@ import torch
 from .corpus import Source
 from .splits import canonical_split
 from .tokens import tokenize_corpus
+from ptq.errors import PTQUserError
 
 __all__ = ["calibration_segments", "sample_windows"]
 
 
 def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise PTQUserError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -32,7 +33,7 @@ def sample_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) 
     stream = tokens.reshape(-1)
     total = stream.numel()
     if total < seqlen + 1:
-        raise ValueError(
+        raise PTQUserError(
             f"the token stream has {total} tokens; nsamples={nsamples} seqlen={seqlen} "
             f"needs at least seqlen+1 = {seqlen + 1} tokens"
         )
@@ -60,7 +61,7 @@ def calibration_segments(
     tokens = tokenize_corpus(tokenizer, source, split)
     total = tokens.shape[-1]
     if total < seqlen + 1:
-        raise ValueError(
+        raise PTQUserError(
             f"source {str(source)!r} split {split!r} has {total} tokens; "
             f"nsamples={nsamples} seqlen={seqlen} needs at least seqlen+1 = {seqlen + 1} tokens"
         )

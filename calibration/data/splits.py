@@ -8,6 +8,7 @@ evaluation text). Offline corpora are cut deterministically by document index: e
 from __future__ import annotations
 
 from typing import Sequence, TypeVar
+from ptq.errors import PTQUserError
 
 __all__ = ["SPLITS", "SPLIT_ALIASES", "TEST_EVERY", "canonical_split", "split_documents"]
 
@@ -37,7 +38,7 @@ def canonical_split(split: str) -> str:
     """
     key = split.strip().lower() if isinstance(split, str) else split
     if key not in SPLIT_ALIASES:
-        raise ValueError(
+        raise PTQUserError(
             f"unknown split {split!r}; use 'train' (alias 'calibration') "
             "or 'test' (aliases 'evaluation', 'validation')"
         )

@@ -23,13 +23,11 @@ import torch
 from torch import nn
 
 from calibration.models.owned import own_memory
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-DEVICES = ("cpu", "cuda", "auto")
+from ptq.errors import PTQUserError
+from ptq.layers import resolve_dtype
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(PTQUserError):
     """The model name is neither an alias, a local folder / GGUF file, nor reachable on the hub."""
 
 
@@ -54,20 +52,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PTQ_CACHE_DIR") or Path.home() / ".cache" / "ptq")
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
-    return DTYPES[dtype]
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA device is available; use --device cpu")
+        raise PTQUserError("device cuda was asked for but no CUDA device is available; use --device cpu")
     return device
 
 
@@ -88,7 +78,7 @@ def convert_gguf(gguf: Path) -> Path:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except (ValueError, KeyError, OSError) as exc:
-        raise ValueError(f"cannot read the GGUF file {gguf}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        raise PTQUserError(f"cannot read the GGUF file {gguf}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -96,7 +86,7 @@ def convert_gguf(gguf: Path) -> Path:
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:
-        raise ValueError(f"GGUF {gguf}: weights do not match the architecture (missing {sorted(missing)[:3]}, "
+        raise PTQUserError(f"GGUF {gguf}: weights do not match the architecture (missing {sorted(missing)[:3]}, "
                          f"unexpected {sorted(unexpected)[:3]})")
     model.tie_weights()
     del loaded

@@ -21,6 +21,7 @@ import torch
 
 from ptq.qparams import compute_qparams
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 class Observer:
@@ -36,7 +37,7 @@ class Observer:
 
     def __init__(self, axis: int | None = None) -> None:
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
-            raise ValueError(f"axis must be an integer or None, got {axis!r}")
+            raise PTQUserError(f"axis must be an integer or None, got {axis!r}")
         self.axis = axis
         self.reset()
 
@@ -71,15 +72,15 @@ class Observer:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{type(self).__name__}.update expects a torch.Tensor, got {type(x).__name__}")
         if x.is_complex():
-            raise ValueError("observers do not support complex tensors")
+            raise PTQUserError("observers do not support complex tensors")
         xf = x.detach().float()
         if not torch.isfinite(xf).all():
             bad = "NaN" if torch.isnan(xf).any() else "inf"
-            raise ValueError(f"observer input contains {bad}; observers need finite values (no NaN or inf)")
+            raise PTQUserError(f"observer input contains {bad}; observers need finite values (no NaN or inf)")
         if self.axis is None:
             return xf.reshape(1, -1)
         if xf.dim() == 0 or not -xf.dim() <= self.axis < xf.dim():
-            raise ValueError(f"axis {self.axis} is out of range for an input of shape {tuple(x.shape)}")
+            raise PTQUserError(f"axis {self.axis} is out of range for an input of shape {tuple(x.shape)}")
         return xf.movedim(self.axis, 0).reshape(xf.shape[self.axis], -1)
 
     def update(self, x: torch.Tensor) -> None:
@@ -90,7 +91,7 @@ class Observer:
         if self.channels is None:
             self.channels = v.shape[0]
         elif v.shape[0] != self.channels:
-            raise ValueError(
+            raise PTQUserError(
                 f"{type(self).__name__} expected {self.channels} channels along axis {self.axis}, got {v.shape[0]}"
             )
         self._update(v)
@@ -99,25 +100,25 @@ class Observer:
     def merge(self, other: "Observer") -> "Observer":
         """Add the statistics of ``other`` (same type, axis, config and channels); returns ``self``."""
         if type(other) is not type(self):
-            raise ValueError(f"cannot merge a {type(other).__name__} into a {type(self).__name__}")
+            raise PTQUserError(f"cannot merge a {type(other).__name__} into a {type(self).__name__}")
         if other.axis != self.axis:
-            raise ValueError(f"cannot merge observers with different axes ({self.axis} and {other.axis})")
+            raise PTQUserError(f"cannot merge observers with different axes ({self.axis} and {other.axis})")
         if other._config() != self._config():
-            raise ValueError(f"cannot merge observers with different settings ({self._config()} and {other._config()})")
+            raise PTQUserError(f"cannot merge observers with different settings ({self._config()} and {other._config()})")
         if int(other.count) == 0:
             return self
         if int(self.count) == 0:
             self.__dict__.update(copy.deepcopy(other.__dict__))
             return self
         if other.channels != self.channels:
-            raise ValueError(f"cannot merge observers with {self.channels} and {other.channels} channels")
+            raise PTQUserError(f"cannot merge observers with {self.channels} and {other.channels} channels")
         self._merge(other)
         self.count += other.count
         return self
 
     def _check_nonempty(self) -> None:
         if int(self.count) == 0:
-            raise ValueError(f"{type(self).__name__}: observer has seen no data; call update(x) first")
+            raise PTQUserError(f"{type(self).__name__}: observer has seen no data; call update(x) first")
 
     def _shaped(self, xmin: torch.Tensor, xmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xmin, xmax = xmin.float(), xmax.float()

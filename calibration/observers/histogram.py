@@ -16,6 +16,7 @@ the two bounds are equal or differ by a power of two.
 from __future__ import annotations
 
 import torch
+from ptq.errors import PTQUserError
 
 _SNAP = 1e-9
 
@@ -34,7 +35,7 @@ class Histogram:
 
     def __init__(self, bins: int, signed: bool) -> None:
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 8 or bins & (bins - 1):
-            raise ValueError(f"bins must be a power of two >= 8, got {bins!r}")
+            raise PTQUserError(f"bins must be a power of two >= 8, got {bins!r}")
         self.bins = bins
         self.signed = signed
         self.counts: torch.Tensor | None = None

@@ -27,8 +27,12 @@ class MinMaxObserver(Observer):
         if self.min_val is None or self.max_val is None:
             self.min_val, self.max_val = lo, hi
         else:
-            self.min_val = torch.minimum(self.min_val, lo)
-            self.max_val = torch.maximum(self.max_val, hi)
+            self.min_val, self.max_val = self._fold(lo, hi)
+
+    def _fold(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state after a batch with per-channel ``lo`` / ``hi`` (here: the running min / max)."""
+        assert self.min_val is not None and self.max_val is not None
+        return torch.minimum(self.min_val, lo), torch.maximum(self.max_val, hi)
 
     def _merge(self, other: Observer) -> None:
         assert isinstance(other, MinMaxObserver) and other.min_val is not None and other.max_val is not None

@@ -17,33 +17,27 @@ from __future__ import annotations
 import torch
 
 from calibration.observers.base import Observer
+from calibration.observers.minmax import MinMaxObserver
 from calibration.observers.registry import register_observer
+from ptq.errors import PTQUserError
 
 
 @register_observer("moving-average")
-class MovingAverageMinMaxObserver(Observer):
+class MovingAverageMinMaxObserver(MinMaxObserver):
     """EMA of per-batch min / max with ``momentum`` in (0, 1]."""
 
     def __init__(self, axis: int | None = None, momentum: float = 0.01) -> None:
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+            raise PTQUserError(f"momentum must be a number in (0, 1], got {momentum!r}")
         self.momentum = float(momentum)
         super().__init__(axis)
 
     def _config(self) -> dict:
         return {"momentum": self.momentum}
 
-    def _reset_state(self) -> None:
-        self.min_val: torch.Tensor | None = None
-        self.max_val: torch.Tensor | None = None
-
-    def _update(self, v: torch.Tensor) -> None:
-        lo, hi = v.amin(dim=1), v.amax(dim=1)
-        if self.min_val is None or self.max_val is None:
-            self.min_val, self.max_val = lo, hi
-        else:
-            self.min_val = self.min_val + self.momentum * (lo - self.min_val)
-            self.max_val = self.max_val + self.momentum * (hi - self.max_val)
+    def _fold(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.min_val is not None and self.max_val is not None
+        return self.min_val + self.momentum * (lo - self.min_val), self.max_val + self.momentum * (hi - self.max_val)
 
     def _merge(self, other: Observer) -> None:
         assert isinstance(other, MovingAverageMinMaxObserver)
@@ -53,7 +47,3 @@ class MovingAverageMinMaxObserver(Observer):
         w_a, w_b = n_a / (n_a + n_b), n_b / (n_a + n_b)
         self.min_val = w_a * self.min_val + w_b * other.min_val.to(self.min_val.device)
         self.max_val = w_a * self.max_val + w_b * other.max_val.to(self.max_val.device)
-
-    def _range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.min_val is not None and self.max_val is not None
-        return self.min_val, self.max_val

@@ -24,6 +24,7 @@ from calibration.observers.minmax import MinMaxObserver
 from calibration.observers.registry import register_observer
 from ptq.qparams import compute_qparams
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 DEFAULT_SPEC = QuantSpec(bits=8, symmetric=False, granularity="channel")
 
@@ -37,11 +38,11 @@ class MSEObserver(MinMaxObserver):
     ) -> None:
         Histogram(bins, signed=True)  # validates bins
         if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-            raise ValueError(f"grid must be a positive integer, got {grid!r}")
+            raise PTQUserError(f"grid must be a positive integer, got {grid!r}")
         if isinstance(maxshrink, bool) or not isinstance(maxshrink, (int, float)) or not 0 < maxshrink <= 1:
-            raise ValueError(f"maxshrink must be a number in (0, 1], got {maxshrink!r}")
+            raise PTQUserError(f"maxshrink must be a number in (0, 1], got {maxshrink!r}")
         if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm > 0:
-            raise ValueError(f"norm must be a positive number, got {norm!r}")
+            raise PTQUserError(f"norm must be a positive number, got {norm!r}")
         self.bins, self.grid, self.maxshrink, self.norm = bins, grid, float(maxshrink), float(norm)
         super().__init__(axis)
 

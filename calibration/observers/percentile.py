@@ -19,6 +19,7 @@ from calibration.observers.base import Observer
 from calibration.observers.histogram import Histogram
 from calibration.observers.minmax import MinMaxObserver
 from calibration.observers.registry import register_observer
+from ptq.errors import PTQUserError
 
 
 @register_observer("percentile")
@@ -27,7 +28,7 @@ class PercentileObserver(MinMaxObserver):
 
     def __init__(self, axis: int | None = None, percentile: float = 99.99, bins: int = 2048) -> None:
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
-            raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+            raise PTQUserError(f"percentile must be a number in (0, 100], got {percentile!r}")
         Histogram(bins, signed=False)  # validates bins
         self.percentile = float(percentile)
         self.bins = bins

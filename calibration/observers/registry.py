@@ -5,6 +5,7 @@ import inspect
 from typing import Any, Callable
 
 from calibration.observers.base import Observer
+from ptq.errors import PTQUserError
 
 OBSERVERS: dict[str, type[Observer]] = {}
 
@@ -16,7 +17,7 @@ def register_observer(name: str) -> Callable[[type[Observer]], type[Observer]]:
 
     def decorate(cls: type[Observer]) -> type[Observer]:
         if name in OBSERVERS and OBSERVERS[name] is not cls:
-            raise ValueError(f"an observer named {name!r} is already registered ({OBSERVERS[name].__name__})")
+            raise PTQUserError(f"an observer named {name!r} is already registered ({OBSERVERS[name].__name__})")
         cls.name = name
         OBSERVERS[name] = cls
         return cls
@@ -39,11 +40,11 @@ def make_observer(name: str, axis: int | None = _DEFAULT_AXIS, **kwargs: Any) ->
     ``ValueError`` listing what is accepted.
     """
     if name not in OBSERVERS:
-        raise ValueError(f"unknown observer {name!r}; known: {', '.join(sorted(OBSERVERS))}")
+        raise PTQUserError(f"unknown observer {name!r}; known: {', '.join(sorted(OBSERVERS))}")
     accepted = observer_arguments(name)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        raise ValueError(
+        raise PTQUserError(
             f"observer {name!r} got unknown argument(s) {', '.join(repr(k) for k in unknown)}; "
             f"it accepts: {', '.join(['axis', *accepted])}"
         )

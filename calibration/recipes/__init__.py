@@ -14,6 +14,18 @@ __all__ += ["GPTQStep"]
 from calibration.recipes.smoothquant import SmoothQuantStep  # noqa: E402  (registers "smoothquant")
 from calibration.recipes.w8a8 import W8A8Step  # noqa: E402  (registers "w8a8")
 from calibration.recipes.llm_int8 import LLMInt8Step  # noqa: E402  (registers "llm-int8")
-from calibration.recipes.awq import AWQStep  # noqa: E402  (registers "awq")
+
+
+def _register_all() -> None:
+    """Import every step module of this package, so that a new step file registers with no edit here."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_all()
+from calibration.recipes.awq import AWQStep  # noqa: E402
 
 __all__ += ["AWQStep"]

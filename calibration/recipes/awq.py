@@ -33,15 +33,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.observers import make_observer
 from calibration.recipes.smoothquant import group_label
 from calibration.recipes.step import Step, check_spec_fits, register_step
 from calibration.runner.block_inputs import _autocast, block_output
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.awq import CLIP_TOKENS, N_GRID, apply_clip, awq_clip, sample_tokens, scaled_fake_quant, search_scale
-from ptq.algorithms.smoothing_groups import SmoothGroup, SmoothingPlan, smoothing_groups
-from ptq.algorithms.smoothquant import apply_smoothing
+from ptq.algorithms.smoothing_groups import SmoothGroup, SmoothingPlan, apply_smoothing, smoothing_groups
+from ptq.errors import PTQUserError
+from ptq.layers import linear_weight, set_linear_weight
 from ptq.spec import QuantSpec
 
 CLIP_SKIP = ("q_", "k_", "query", "key", "Wqkv")  # the reference's q/k name patterns
@@ -124,16 +124,16 @@ class AWQStep(Step):
         missing = [f for f in ("bits", "granularity", "symmetric") if getattr(self, f) is None]
         self.spec: QuantSpec | None = None
         if given and missing:
-            raise ValueError(f"awq: give bits, granularity, symmetric (and group_size for groups) or none of them "
+            raise PTQUserError(f"awq: give bits, granularity, symmetric (and group_size for groups) or none of them "
                              f"(none: the following step's format); {', '.join(missing)} missing")
         if given:
             self.spec = QuantSpec(bits=self.bits, granularity=self.granularity,  # type: ignore[arg-type]
                                   group_size=self.group_size, symmetric=self.symmetric, scale_dtype="float16")
             self._check_spec(self.spec)
         if isinstance(self.n_grid, bool) or not isinstance(self.n_grid, int) or self.n_grid < 1:
-            raise ValueError(f"awq: n_grid must be a positive integer, got {self.n_grid!r}")
+            raise PTQUserError(f"awq: n_grid must be a positive integer, got {self.n_grid!r}")
         if isinstance(self.search_samples, bool) or not isinstance(self.search_samples, int) or self.search_samples < 0:
-            raise ValueError(f"awq: search_samples must be a non-negative integer (0: all), got {self.search_samples!r}")
+            raise PTQUserError(f"awq: search_samples must be a non-negative integer (0: all), got {self.search_samples!r}")
         self.clip_skip = tuple(self.clip_skip)
         self._plans: dict[tuple[str, ...], SmoothingPlan] = {}
         self._summary: dict[str, Any] = {}
@@ -141,7 +141,7 @@ class AWQStep(Step):
     @staticmethod
     def _check_spec(spec: QuantSpec) -> None:
         if spec.granularity == "tensor":
-            raise ValueError("awq: the scale and clipping searches need a per-channel or per-group weight format, "
+            raise PTQUserError("awq: the scale and clipping searches need a per-channel or per-group weight format, "
                              "not per-tensor")
 
     def link_next(self, following: Step | None) -> None:
@@ -152,7 +152,7 @@ class AWQStep(Step):
 
     def initialize(self, model: nn.Module) -> None:
         if self.spec is None:
-            raise ValueError("awq needs a weight quantizer after it in the recipe (rtn or gptq), whose format its "
+            raise PTQUserError("awq needs a weight quantizer after it in the recipe (rtn or gptq), whose format its "
                              "searches simulate, or its own bits, granularity, group_size, symmetric")
         check_spec_fits(model, self.spec)
         self._summary = {"spec": self.spec.to_dict(), "alphas": {}, "unscaled": {}, "unclipped": []}

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from calibration.models.blocks import linear_weight, set_linear_weight
-from calibration.recipes.step import Step, check_spec_fits, register_step
+from calibration.recipes.step import WeightStep, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
-from ptq.algorithms.gptq import gptq, qparams_function
+from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq, qparams_function
 from ptq.algorithms.hessian import HessianAccumulator
 from ptq.algorithms.rtn import rtn
-from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RECORD_KEYS = ("damp", "dead_columns", "fallback", "reason")
@@ -108,9 +108,9 @@ class _Feed:
         self.router.feed(self.name, x)
 
 
-@register_step("gptq")
+@register_step("gptq", weight_only=True)
 @dataclass
-class GPTQStep(Step):
+class GPTQStep(WeightStep):
     """Quantize every linear weight of each block with GPTQ.
 
     Args:
@@ -123,46 +123,43 @@ class GPTQStep(Step):
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
     """
 
-    bits: int = 4
-    granularity: str = "channel"
-    group_size: int | None = None
-    symmetric: bool = False
-    include_zero: bool = True
-    scale_dtype: str = "float16"
-    blocksize: int = 128
-    damp: float = 0.01
-    act_order: bool = False
-    static_groups: bool = False
-    true_sequential: bool = False
-    mse: bool = False
+    blocksize: int = option(BLOCKSIZE, "GPTQ lazy-batch block size (default %(default)s)")
+    damp: float = option(DAMP, "GPTQ dampening, a fraction of mean(diag H) added to diag H (default %(default)s)")
+    act_order: bool = option(False, "quantize columns in order of decreasing Hessian diagonal (GPTQ act-order)")
+    static_groups: bool = option(False, "with --group-size: fix every group's scale/zero before quantizing")
+    true_sequential: bool = option(False, "quantize each block's layers group by group (q/k/v, out, MLP in, MLP "
+                                          "out), each on inputs from the already quantized earlier groups")
+    mse: bool = option(False, "GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
     hessian_dtype: str = "float32"
-    token_clip: float | None = field(default=None, metadata={"omit_default": True})
-    mse_weighted: bool = field(default=False, metadata={"omit_default": True})
+    token_clip: float | None = option(None, "scale tokens whose layer input norm exceeds R x their sequence's median "
+                                            "down to it before they enter the Hessian (massive-activation / "
+                                            "attention-sink tokens); R > 1, default off",
+                                      type=float, metavar="R", omit_default=True)
+    mse_weighted: bool = option(False, "with --mse: weigh each input column's error by the Hessian diagonal (its "
+                                       "input energy, llama.cpp's importance matrix) in the scale search",
+                                omit_default=True)
 
     def __post_init__(self) -> None:
-        self.spec = QuantSpec(
-            bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
-            group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
-        )
+        super().__post_init__()
         if self.hessian_dtype not in HESSIAN_DTYPES:
-            raise ValueError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
+            raise PTQUserError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
         if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
-            raise ValueError(f"blocksize must be a positive integer, got {self.blocksize!r}")
+            raise PTQUserError(f"blocksize must be a positive integer, got {self.blocksize!r}")
         if not (isinstance(self.damp, (int, float)) and 0 <= self.damp <= 1):
-            raise ValueError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
+            raise PTQUserError(f"damp must be a number from 0 to 1 (a fraction of mean(diag H)), got {self.damp!r}")
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
-            raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
+            raise PTQUserError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
         if self.mse_weighted and not self.mse:
-            raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
+            raise PTQUserError("mse_weighted weighs the mse grid search: it needs mse=True")
         if self.static_groups and self.granularity != "group":
-            raise ValueError("static_groups needs granularity 'group' with a group_size")
+            raise PTQUserError("static_groups needs granularity 'group' with a group_size")
         qparams_function(self.mse)  # fails early if the mse grid search is unavailable
         self._stats = _new_stats()
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
 
     def initialize(self, model: nn.Module) -> None:
-        check_spec_fits(model, self.spec)  # group_size must divide every block linear's in_features
+        super().initialize(model)
         self._stats = _new_stats()
 
     def process_block(self, ctx: BlockContext) -> None:
@@ -183,8 +180,7 @@ class GPTQStep(Step):
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)
         if key not in self._groups_cache:
-            first = ctx.inputs.batches(0, 1)
-            probe = BlockContext(block=ctx.block, index=ctx.index, prefix=ctx.prefix, inputs=first, records={})
+            probe = ctx.on_batches(1)  # which layers read the same input: one mini-batch tells
             router = InputRouter(accumulate=False)
             probe.observe_inputs(list(layers), router.stat)
             router.release()

@@ -9,18 +9,19 @@ the int8 part.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from calibration.models.blocks import linear_weight
 from calibration.observers import make_observer
-from calibration.recipes.step import Step, register_step
+from calibration.recipes.step import Step, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.llm_int8 import check_threshold
 from ptq.modules.llm_int8_linear import COMPUTES, GRANULARITIES, MODES, Int8OutlierLinear
 from ptq.modules.swap import set_submodule
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 @register_step("llm-int8")
@@ -37,22 +38,28 @@ class LLMInt8Step(Step):
             (the paper's "zeropoint vector-wise + decomposition", Table 1).
     """
 
-    threshold: float = 6.0
-    mode: str = "dynamic"
-    granularity: str = "vector"
+    threshold: float = option(6.0, "outlier threshold on |x| (default %(default)s; inf = absmax vector-wise int8, "
+                                   "no decomposition)")
+    mode: str = option("dynamic", "dynamic: outlier columns per batch; static: fixed from calibration (default "
+                                  "%(default)s)", choices=MODES)
+    granularity: str = option("vector", "vector: per token / per output row scales; tensor: naive per-tensor absmax "
+                                        "(default %(default)s)", choices=GRANULARITIES, flag="--int8-granularity",
+                              dest="int8_granularity")
     compute: str = "int"
-    zero_point: bool = field(default=False, metadata={"omit_default": True})
+    zero_point: bool = option(False, "zeropoint (asymmetric) instead of absmax int8 rows, activations and weights: "
+                                     "the paper's most accurate variant (Table 1); needs --int8-granularity vector",
+                              omit_default=True)
 
     def __post_init__(self) -> None:
         self.threshold = float(self.threshold)
         check_threshold(self.threshold)
         for name, allowed in (("mode", MODES), ("granularity", GRANULARITIES), ("compute", COMPUTES)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"llm-int8 {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise PTQUserError(f"llm-int8 {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.zero_point, bool):
-            raise ValueError(f"llm-int8 zero_point must be true or false, got {self.zero_point!r}")
+            raise PTQUserError(f"llm-int8 zero_point must be true or false, got {self.zero_point!r}")
         if self.zero_point and self.granularity != "vector":
-            raise ValueError("llm-int8 zero_point quantizes rows: it needs granularity 'vector'")
+            raise PTQUserError("zero_point quantizes rows: use it with granularity vector (the default)")
 
     @property
     def needs_calibration_data(self) -> bool:  # type: ignore[override]

@@ -6,16 +6,16 @@ from typing import Any
 
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.observers import OBSERVERS
-from calibration.recipes.step import Step, check_spec_fits, register_step
+from calibration.recipes.step import WeightStep, option, register_step
 from calibration.recipes.weight_ranges import weight_qparams
 from calibration.runner.context import BlockContext, LayerRecord
 from ptq.algorithms.rtn import rtn
-from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
-@register_step("rtn")
+@register_step("rtn", weight_only=True)
 @dataclass
-class RTNStep(Step):
+class RTNStep(WeightStep):
     """Round every linear weight of each block to its grid.
 
     Args:
@@ -27,27 +27,15 @@ class RTNStep(Step):
         observer_args: keyword arguments of the observer (e.g. ``{"percentile": 99.9}``).
     """
 
-    bits: int = 4
-    granularity: str = "channel"
-    group_size: int | None = None
-    symmetric: bool = False
-    include_zero: bool = True
-    scale_dtype: str = "float16"
-    observer: str = "minmax"
+    observer: str = option("minmax", "range of each weight unit: minmax, percentile, mse (default %(default)s)")
     observer_args: dict[str, Any] = field(default_factory=dict)
 
     needs_calibration_data = False
 
     def __post_init__(self) -> None:
-        self.spec = QuantSpec(
-            bits=self.bits, symmetric=self.symmetric, granularity=self.granularity,
-            group_size=self.group_size, include_zero=self.include_zero, scale_dtype=self.scale_dtype,
-        )
+        super().__post_init__()
         if self.observer not in OBSERVERS:
-            raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
-
-    def initialize(self, model) -> None:
-        check_spec_fits(model, self.spec)
+            raise PTQUserError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
 
     def process_block(self, ctx: BlockContext) -> None:
         for name, layer in ctx.linear_layers().items():

@@ -26,6 +26,7 @@ from ptq.modules.swap import set_submodule
 from ptq.algorithms.absmax import QMAX
 from ptq.modules.w8a8_linear import ACT_MODES, EXEC_MODES, W8A8Linear
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 WEIGHT_SPEC = QuantSpec(bits=8, symmetric=True, granularity="channel")
 ACT_SPEC = QuantSpec(bits=8, symmetric=True, granularity="tensor")
@@ -74,11 +75,11 @@ class W8A8Step(Step):
 
     def __post_init__(self) -> None:
         if self.act not in ACT_MODES:
-            raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
+            raise PTQUserError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}")
         if self.mode not in EXEC_MODES:
-            raise ValueError(f"mode must be one of {', '.join(EXEC_MODES)}, got {self.mode!r}")
+            raise PTQUserError(f"mode must be one of {', '.join(EXEC_MODES)}, got {self.mode!r}")
         if self.act_observer not in OBSERVERS or issubclass(OBSERVERS[self.act_observer], AbsMaxObserver):
-            raise ValueError(f"act_observer must be a per-tensor range observer (minmax, percentile, mse, ...), "
+            raise PTQUserError(f"act_observer must be a per-tensor range observer (minmax, percentile, mse, ...), "
                              f"got {self.act_observer!r}")
         make_observer(self.act_observer, axis=None, **self.observer_args)  # fails early on bad arguments
 

@@ -19,6 +19,7 @@ import torch
 from calibration.observers import make_observer
 from ptq.qparams import compute_qparams, grouped_view, minmax_qparams, mse_qparams
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 
 def weight_qparams(
@@ -36,7 +37,7 @@ def weight_qparams(
     if observer == "percentile" and set(args) <= {"percentile"}:
         q = float(args.get("percentile", 99.99)) / 100
         if not 0 < q <= 1:
-            raise ValueError(f"percentile must be in (0, 100], got {q * 100}")
+            raise PTQUserError(f"percentile must be in (0, 100], got {q * 100}")
         t = torch.quantile(units.abs(), q, dim=1)
         xmax = units.amax(dim=1).clamp(max=t)
         xmin = torch.minimum(units.amin(dim=1).clamp(min=-t), xmax)

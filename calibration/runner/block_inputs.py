@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from ptq.errors import PTQUserError
 
 
 class StopForward(Exception):
@@ -119,13 +120,13 @@ def autocast_dtype(name: str | None) -> torch.dtype | None:
     if name is None:
         return None
     if name not in AUTOCAST_DTYPES:
-        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} (or none), got {name!r}")
+        raise PTQUserError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} (or none), got {name!r}")
     return AUTOCAST_DTYPES[name]
 
 
 def native_cpu_dtype(dtype: torch.dtype) -> bool:
     """Whether this CPU computes ``dtype`` matmuls natively (AVX-512 BF16 / FP16, AMX); without
-    it oneDNN emulates them, measured 4x slower than float32 on an AVX2 host."""
+    it oneDNN emulates them, slower than float32 (``docs/results.md``)."""
     check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
     try:
         return bool(getattr(torch.ops.mkldnn, check)()) if check else True

@@ -72,6 +72,17 @@ class BlockContext:
     autocast: torch.dtype | None = None
     _float_outputs: list[torch.Tensor] | None = None
 
+    def on_batches(self, stop: int, records: dict[str, LayerRecord] | None = None,
+                   autocast: torch.dtype | None | str = "same") -> "BlockContext":
+        """This block restricted to its first ``stop`` calibration mini-batches: a probe.
+
+        ``records``: where the probe's records go (default: a fresh dict, so a probe leaves nothing in
+        the run's records). ``autocast``: the probe's ``torch.autocast`` dtype (default: this context's).
+        """
+        return BlockContext(block=self.block, index=self.index, prefix=self.prefix, inputs=self.inputs.batches(0, stop),
+                            records={} if records is None else records,
+                            autocast=self.autocast if autocast == "same" else autocast)  # type: ignore[arg-type]
+
     def linear_layers(self) -> dict[str, nn.Module]:
         """Linear sub-layers by name relative to the block (``self_attn.q_proj``)."""
         return find_linear_layers(self.block)

@@ -34,9 +34,7 @@ Implementation as the reference (IST-DASLab/gptq, ``GPTQ.fasterquant``):
   ``mse_weighted`` (not in the paper) weighs each column's error in that search by
   ``H_jj``, the energy of its input channel, as llama.cpp's "importance matrix" does, so
   the range is clipped where the inputs are small, not where they carry the layer's
-  outlier features. On SmolLM2-135M W4 per-channel it recovers 0.81 / 0.49 of RTN's
-  perplexity gap (in domain / Python docs) against 0.62 / -0.04 without any search and
-  0.75 / -0.66 with the unweighted one.
+  outlier features (measured effects: ``docs/results.md``).
 
 Internally the weight is held transposed (a column of ``W`` is a contiguous row), in float32
 unless ``W`` or ``H`` is float64.
@@ -56,6 +54,8 @@ from ptq.algorithms.rtn import rtn
 from ptq.spec import QuantSpec
 
 QParamsFn = Callable[[torch.Tensor, QuantSpec], tuple[torch.Tensor, torch.Tensor]]
+BLOCKSIZE = 128  # columns per lazy-batch block (the reference's default)
+DAMP = 0.01  # damping as a fraction of mean(diag H) (the reference's percdamp)
 MAX_DAMP = 1.0  # largest relative damping tried before falling back to RTN
 SUB = 16  # columns per sub-block of the inner loop (speed only)
 
@@ -111,8 +111,8 @@ def gptq(
     W: torch.Tensor,
     H: torch.Tensor,
     spec: QuantSpec,
-    blocksize: int = 128,
-    damp: float = 0.01,
+    blocksize: int = BLOCKSIZE,
+    damp: float = DAMP,
     act_order: bool = False,
     static_groups: bool = False,
     mse: bool = False,

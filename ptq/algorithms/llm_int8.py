@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from ptq.errors import PTQUserError
+
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
 from ptq.algorithms.zeropoint import zeropoint_dequantize, zeropoint_matmul, zeropoint_quantize_rows
 from ptq.kernels import PackedWeight, int8_matmul
@@ -54,7 +56,7 @@ def outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def check_threshold(threshold: float) -> None:
     if not threshold > 0:
-        raise ValueError(f"the outlier threshold must be positive (6.0 in the paper; inf for none), got {threshold}")
+        raise PTQUserError(f"the outlier threshold must be positive (6.0 in the paper; inf for none), got {threshold}")
 
 
 def _rescale(acc: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:

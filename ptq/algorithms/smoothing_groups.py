@@ -19,6 +19,10 @@ homogeneous per channel (v -> o, up -> down, fc1 -> ReLU -> fc2).
    the pair is a group. GQA's v -> o (different widths) and SiLU / GELU paths fail this test.
 
 Linear layers in no group are listed in :attr:`SmoothingPlan.unsmoothed` with the reason.
+
+:func:`apply_smoothing` folds factors ``s`` into a group (``diag(s)^-1`` into the source, ``diag(s)``
+into the linears' input columns); it lives here, beside the finder that tests it, so that every
+smoothing method (SmoothQuant, AWQ) imports both from one place.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ptq.modules.quant_linear import Conv1D
+from ptq.layers import in_out_features, is_linear, linear_weight
 
 PROBE_RTOL = 1e-4
 
@@ -56,18 +60,9 @@ class SmoothingPlan:
     unsmoothed: dict[str, str] = field(default_factory=dict)
 
 
-def _is_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or (Conv1D is not None and isinstance(m, Conv1D))
-
-
-def _in_out(m: nn.Module) -> tuple[int, int]:
-    w = m.weight
-    return (w.shape[0], w.shape[1]) if Conv1D is not None and isinstance(m, Conv1D) else (w.shape[1], w.shape[0])
-
-
 def _is_norm(m: nn.Module) -> bool:
     w = getattr(m, "weight", None)
-    return (not _is_linear(m) and not isinstance(m, nn.Embedding) and next(m.children(), None) is None
+    return (not is_linear(m) and not isinstance(m, nn.Embedding) and next(m.children(), None) is None
             and isinstance(w, torch.Tensor) and w.dim() == 1)
 
 
@@ -87,7 +82,7 @@ def _tensors(out: Any) -> list[torch.Tensor]:
 @torch.no_grad()
 def _trace(block: nn.Module, run: Callable[[], Any]) -> tuple[list[str], dict[str, str | None], list[torch.Tensor]]:
     """Linear names in first-call order, the norm (or None) whose output each reads, the outputs."""
-    linears = {n: m for n, m in block.named_modules() if n and _is_linear(m)}
+    linears = {n: m for n, m in block.named_modules() if n and is_linear(m)}
     norms = {n: m for n, m in block.named_modules() if n and _is_norm(m)}
     outputs: list[tuple[str, torch.Tensor]] = []
     order: list[str] = []
@@ -121,9 +116,7 @@ def _rel_change(block_run: Callable[[], Any], ref: list[torch.Tensor]) -> float:
 @torch.no_grad()
 def _homogeneous(block: nn.Module, run: Callable[[], Any], p: nn.Module, c: nn.Module, ref: list[torch.Tensor]) -> bool:
     """Folding random positive factors into (p, c) leaves the block's outputs unchanged."""
-    from ptq.algorithms.smoothquant import apply_smoothing
-
-    n = _in_out(c)[0]
+    n = in_out_features(c)[0]
     g = torch.Generator().manual_seed(n)
     d = torch.exp(torch.empty(n).uniform_(-0.7, 0.7, generator=g))
     saved = {k: v.detach().clone() for k, v in list(p.state_dict().items()) + [("c", c.weight)]}
@@ -158,10 +151,10 @@ def smoothing_groups(block: nn.Module, run: Callable[[], Any], prev_linear: bool
         if not prev_linear:
             plan.unsmoothed[c_name] = "its input is not a norm's output (linear -> linear smoothing not requested)"
             continue
-        c_in = _in_out(modules[c_name])[0]
+        c_in = in_out_features(modules[c_name])[0]
         found = None
         for p_name in order[: order.index(c_name)]:
-            if p_name in taken or _in_out(modules[p_name])[1] != c_in:
+            if p_name in taken or in_out_features(modules[p_name])[1] != c_in:
                 continue
             if _homogeneous(block, run, modules[p_name], modules[c_name], ref):
                 found = p_name
@@ -172,7 +165,39 @@ def smoothing_groups(block: nn.Module, run: Callable[[], Any], prev_linear: bool
         else:
             taken.add(found)
             plan.groups.append(SmoothGroup(found, "linear", (c_name,)))
-    never = [n for n in modules if n and _is_linear(modules[n]) and n not in source]
+    never = [n for n in modules if n and is_linear(modules[n]) and n not in source]
     for n in never:
         plan.unsmoothed[n] = "not called in the block's forward pass"
     return plan
+
+
+@torch.no_grad()
+def apply_smoothing(source: nn.Module, linears: Iterable[nn.Module], s: torch.Tensor) -> None:
+    """Fold ``diag(s)^-1`` into ``source`` and ``diag(s)`` into the input columns of ``linears``, in place.
+
+    ``source`` is the module producing the group's input: a norm (its ``weight`` and ``bias``,
+    if any, are divided by ``s``) or a linear / ``Conv1D`` layer (its output rows and bias are
+    divided by ``s``). The float function is unchanged up to rounding.
+    """
+    s = s.float()
+    if (s <= 0).any() or not bool(torch.isfinite(s).all()):
+        raise ValueError("smoothing factors must be positive and finite")
+    if is_linear(source):
+        W = linear_weight(source)
+        if W.shape[0] != s.numel():
+            raise ValueError(f"the source layer has {W.shape[0]} outputs but s has {s.numel()} factors")
+        W.copy_((W.float() / s[:, None].to(W.device)).to(W.dtype))
+    else:
+        weight = getattr(source, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or weight.numel() != s.numel():
+            raise ValueError(f"cannot fold smoothing factors into {type(source).__name__}: it needs a 1-D weight "
+                             f"of {s.numel()} channels")
+        weight.data.copy_((weight.data.float() / s.to(weight.device)).to(weight.dtype))
+    bias = getattr(source, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        bias.data.copy_((bias.data.float() / s.to(bias.device)).to(bias.dtype))
+    for m in linears:
+        W = linear_weight(m)
+        if W.shape[1] != s.numel():
+            raise ValueError(f"a layer of the group has {W.shape[1]} inputs but s has {s.numel()} factors")
+        W.copy_((W.float() * s[None, :].to(W.device)).to(W.dtype))

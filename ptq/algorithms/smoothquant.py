@@ -26,8 +26,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ptq.algorithms.smoothing_groups import SmoothGroup, SmoothingPlan, smoothing_groups
-from ptq.modules.quant_linear import Conv1D
+from ptq.algorithms.smoothing_groups import SmoothGroup, SmoothingPlan, apply_smoothing, smoothing_groups
+from ptq.layers import linear_weight
+from ptq.errors import PTQUserError
 
 CLAMP_MIN = 1e-5
 CLAMP_MAX = 1e5
@@ -39,21 +40,13 @@ __all__ = ["SmoothGroup", "SmoothingPlan", "apply_smoothing", "check_alpha", "gr
 def check_alpha(alpha: float) -> float:
     """``alpha`` as a float, ``ValueError`` unless it is a number in ``[0, 1]``."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha (SmoothQuant migration strength) must be a number from 0 to 1, got {alpha!r}")
+        raise PTQUserError(f"alpha (SmoothQuant migration strength) must be a number from 0 to 1, got {alpha!r}")
     return float(alpha)
-
-
-def _is_conv1d(m: nn.Module) -> bool:
-    return Conv1D is not None and isinstance(m, Conv1D)
-
-
-def _w2d(m: nn.Module) -> torch.Tensor:
-    return m.weight.data.t() if _is_conv1d(m) else m.weight.data
 
 
 def group_weight_absmax(linears: Iterable[nn.Module]) -> torch.Tensor:
     """``max|W_j|`` per input channel ``j`` over all the layers' weights, float32 ``[K]``."""
-    return torch.stack([_w2d(m).float().abs().amax(dim=0) for m in linears]).amax(dim=0)
+    return torch.stack([linear_weight(m).float().abs().amax(dim=0) for m in linears]).amax(dim=0)
 
 
 def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -70,41 +63,9 @@ def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: 
     alpha = check_alpha(alpha)
     a, w = act_absmax.float(), weight_absmax.float().to(act_absmax.device)
     if a.shape != w.shape or a.dim() != 1:
-        raise ValueError(f"act_absmax and weight_absmax must both be [K], got {tuple(a.shape)} and {tuple(w.shape)}")
+        raise PTQUserError(f"act_absmax and weight_absmax must both be [K], got {tuple(a.shape)} and {tuple(w.shape)}")
     for t, what in ((a, "activation"), (w, "weight")):
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"the {what} absmax contains inf or NaN; SmoothQuant needs finite statistics")
+            raise PTQUserError(f"the {what} absmax contains inf or NaN; SmoothQuant needs finite statistics")
     s = a.clamp(min=CLAMP_MIN).pow(alpha) / w.clamp(min=CLAMP_MIN).pow(1.0 - alpha)
     return s.clamp(CLAMP_MIN, CLAMP_MAX)
-
-
-@torch.no_grad()
-def apply_smoothing(source: nn.Module, linears: Iterable[nn.Module], s: torch.Tensor) -> None:
-    """Fold ``diag(s)^-1`` into ``source`` and ``diag(s)`` into the input columns of ``linears``, in place.
-
-    ``source`` is the module producing the group's input: a norm (its ``weight`` and ``bias``,
-    if any, are divided by ``s``) or a linear / ``Conv1D`` layer (its output rows and bias are
-    divided by ``s``). The float function is unchanged up to rounding.
-    """
-    s = s.float()
-    if (s <= 0).any() or not bool(torch.isfinite(s).all()):
-        raise ValueError("smoothing factors must be positive and finite")
-    if isinstance(source, nn.Linear) or _is_conv1d(source):
-        W = _w2d(source)
-        if W.shape[0] != s.numel():
-            raise ValueError(f"the source layer has {W.shape[0]} outputs but s has {s.numel()} factors")
-        W.copy_((W.float() / s[:, None].to(W.device)).to(W.dtype))
-    else:
-        weight = getattr(source, "weight", None)
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or weight.numel() != s.numel():
-            raise ValueError(f"cannot fold smoothing factors into {type(source).__name__}: it needs a 1-D weight "
-                             f"of {s.numel()} channels")
-        weight.data.copy_((weight.data.float() / s.to(weight.device)).to(weight.dtype))
-    bias = getattr(source, "bias", None)
-    if isinstance(bias, torch.Tensor):
-        bias.data.copy_((bias.data.float() / s.to(bias.device)).to(bias.dtype))
-    for m in linears:
-        W = _w2d(m)
-        if W.shape[1] != s.numel():
-            raise ValueError(f"a layer of the group has {W.shape[1]} inputs but s has {s.numel()} factors")
-        W.copy_((W.float() * s[None, :].to(W.device)).to(W.dtype))

@@ -23,14 +23,14 @@ from typing import Any
 from torch import nn
 
 import ptq
-from ptq.modules.quant_linear import Conv1D
+from ptq.layers import LINEAR_TYPES
 from ptq.modules.swap import WEIGHT_ONLY_METHODS, qmodule_entry
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 QUANT_METHOD = "ptq"
 FORMAT_VERSION = 1
 _TOP_KEYS = ("quant_method", "format_version", "ptq_version", "overrides", "modules_in_float")
-LINEAR_TYPES: tuple[type, ...] = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
 
 
 def module_config(module: nn.Module, method: str | None) -> dict[str, Any]:
@@ -55,23 +55,23 @@ def build_quantization_config(qmodules: dict[str, nn.Module], methods: dict[str,
 def check_module_config(name: str, config: Any) -> dict[str, Any]:
     """Validate one module configuration; ``ValueError`` naming the module otherwise."""
     if not isinstance(config, dict):
-        raise ValueError(f"quantization_config of {name}: expected an object, got {type(config).__name__}")
+        raise PTQUserError(f"quantization_config of {name}: expected an object, got {type(config).__name__}")
     kind, method = config.get("kind"), config.get("method")
     try:
         qmodule_entry(str(kind))
     except ValueError as exc:
-        raise ValueError(f"quantization_config of {name}: {exc}") from exc
+        raise PTQUserError(f"quantization_config of {name}: {exc}") from exc
     if kind == "weight_only":
         if method not in WEIGHT_ONLY_METHODS:
-            raise ValueError(f"quantization_config of {name}: unknown method {method!r} "
+            raise PTQUserError(f"quantization_config of {name}: unknown method {method!r} "
                              f"(weight-only methods: {', '.join(sorted(WEIGHT_ONLY_METHODS))})")
         fields = ("bits", "symmetric", "granularity", "group_size", "include_zero")
         try:
             QuantSpec(**{k: config[k] for k in fields if k in config})
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"quantization_config of {name}: {exc}") from exc
+            raise PTQUserError(f"quantization_config of {name}: {exc}") from exc
         if config.get("scale_dtype") not in ("float16", "float32"):
-            raise ValueError(f"quantization_config of {name}: scale_dtype must be float16 or float32, "
+            raise PTQUserError(f"quantization_config of {name}: scale_dtype must be float16 or float32, "
                              f"got {config.get('scale_dtype')!r}")
     return config
 
@@ -83,29 +83,29 @@ def parse_quantization_config(qc: Any, model: nn.Module) -> dict[str, dict[str, 
     names the model does not have.
     """
     if not isinstance(qc, dict):
-        raise ValueError("quantization_config must be a JSON object")
+        raise PTQUserError("quantization_config must be a JSON object")
     if qc.get("quant_method") != QUANT_METHOD:
-        raise ValueError(f"not a ptq checkpoint: quant_method is {qc.get('quant_method')!r}")
+        raise PTQUserError(f"not a ptq checkpoint: quant_method is {qc.get('quant_method')!r}")
     version = qc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"quantization_config format_version must be a positive integer, got {version!r}")
+        raise PTQUserError(f"quantization_config format_version must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise PTQUserError(
             f"this checkpoint has format_version {version}, written by a newer ptq "
             f"({qc.get('ptq_version', '?')}); this ptq ({ptq.__version__}) reads format_version {FORMAT_VERSION}: upgrade ptq"
         )
     overrides = qc.get("overrides", {})
     in_float = qc.get("modules_in_float", [])
     if not isinstance(overrides, dict) or not isinstance(in_float, list):
-        raise ValueError("quantization_config: overrides must be an object and modules_in_float a list")
+        raise PTQUserError("quantization_config: overrides must be an object and modules_in_float a list")
     linears = {n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)}
     unknown = sorted((set(overrides) | set(in_float)) - linears)
     if unknown:
-        raise ValueError(f"quantization_config names layers the model does not have: {unknown[:5]}")
+        raise PTQUserError(f"quantization_config names layers the model does not have: {unknown[:5]}")
     default = {k: v for k, v in qc.items() if k not in _TOP_KEYS}
     quantized = sorted(linears - set(in_float))
     if quantized and default.get("method") == "none":
-        raise ValueError(f"quantization_config has method 'none' but layers not in modules_in_float: {quantized[:5]}")
+        raise PTQUserError(f"quantization_config has method 'none' but layers not in modules_in_float: {quantized[:5]}")
     out = {}
     for name, _ in model.named_modules():
         if name in linears and name not in in_float:

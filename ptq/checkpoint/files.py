@@ -17,7 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from ptq.jsonable import json_default
+from ptq.jsonable import write_json
+from ptq.errors import PTQUserError
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -51,20 +52,16 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
 
 
 
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
-
-
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; ``ValueError`` if it is missing, malformed or not an object."""
     if not path.is_file():
-        raise ValueError(f"{path} is missing: not a checkpoint folder")
+        raise PTQUserError(f"{path} is missing: not a checkpoint folder")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc})") from exc
+        raise PTQUserError(f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise PTQUserError(f"{path} must hold a JSON object")
     return data
 
 
@@ -106,9 +103,9 @@ def _load_one(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except SafetensorError as exc:
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
+        raise PTQUserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+        raise PTQUserError(f"cannot read {path}: {exc}") from exc
 
 
 def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -118,15 +115,15 @@ def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / INDEX_NAME).is_file():
         weight_map = read_json(folder / INDEX_NAME).get("weight_map")
         if not isinstance(weight_map, dict):
-            raise ValueError(f"{folder / INDEX_NAME} has no weight_map")
+            raise PTQUserError(f"{folder / INDEX_NAME} has no weight_map")
         tensors: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
             shard_path = (folder / str(shard)).resolve()
             if shard_path.parent != folder.resolve() or not shard_path.name.endswith(".safetensors"):
-                raise ValueError(f"{folder / INDEX_NAME} names a shard outside the folder: {shard!r}")
+                raise PTQUserError(f"{folder / INDEX_NAME} names a shard outside the folder: {shard!r}")
             tensors.update(_load_one(shard_path))
         return tensors
     pickled = [n for n in PICKLE_NAMES if (folder / n).exists()]
     if pickled:
-        raise ValueError(f"{folder} holds only pickle weights ({pickled[0]}); ptq loads safetensors only")
-    raise ValueError(f"{folder} has no {WEIGHTS_NAME}")
+        raise PTQUserError(f"{folder} holds only pickle weights ({pickled[0]}); ptq loads safetensors only")
+    raise PTQUserError(f"{folder} has no {WEIGHTS_NAME}")

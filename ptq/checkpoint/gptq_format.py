@@ -31,13 +31,14 @@ import torch
 from torch import nn
 
 import ptq
-from ptq.checkpoint.config import LINEAR_TYPES
 from ptq.checkpoint.files import atomic_folder, write_checkpoint
 from ptq.checkpoint.save import float_linears, float_state
-from ptq.modules.quant_linear import QuantLinear, unpack_rows, weight_2d
+from ptq.layers import is_linear, weight_2d
+from ptq.modules.quant_linear import QuantLinear, unpack_rows
 from ptq.modules.swap import quantized_modules
 from ptq.packing import pack_codes
 from ptq.spec import QuantSpec
+from ptq.errors import PTQUserError
 
 GPTQ_BITS = (2, 3, 4, 8)
 CHECKPOINT_FORMATS = ("gptq", "gptq_v2")
@@ -52,26 +53,26 @@ def _to_int32(words: torch.Tensor) -> torch.Tensor:
 def check_gptq_spec(spec: QuantSpec) -> None:
     """``ValueError`` unless the GPTQ format can hold ``spec`` (2/3/4/8 bits, channel or group)."""
     if spec.bits not in GPTQ_BITS:
-        raise ValueError(f"the GPTQ format holds {'/'.join(map(str, GPTQ_BITS))}-bit codes, not {spec.bits}")
+        raise PTQUserError(f"the GPTQ format holds {'/'.join(map(str, GPTQ_BITS))}-bit codes, not {spec.bits}")
     if spec.granularity == "tensor":
-        raise ValueError("the GPTQ format has per-channel or per-group scales; use --granularity channel or group")
+        raise PTQUserError("the GPTQ format has per-channel or per-group scales; use --granularity channel or group")
 
 
 def check_gptq_exportable(qmodules: Mapping[str, nn.Module]) -> QuantSpec:
     """The one spec shared by all quantized layers; ``ValueError`` if the GPTQ format cannot hold them."""
     if not qmodules:
-        raise ValueError("the GPTQ format needs quantized layers; this model has none")
+        raise PTQUserError("the GPTQ format needs quantized layers; this model has none")
     specs = {}
     for name, qm in qmodules.items():
         if not isinstance(qm, QuantLinear):
-            raise ValueError(f"the GPTQ format holds weight-only layers; {name} is a {type(qm).__name__}")
+            raise PTQUserError(f"the GPTQ format holds weight-only layers; {name} is a {type(qm).__name__}")
         check_gptq_spec(qm.spec)
         if qm.in_features % 32 or qm.out_features % 32:
-            raise ValueError(f"the GPTQ format needs in/out features divisible by 32; {name} is "
+            raise PTQUserError(f"the GPTQ format needs in/out features divisible by 32; {name} is "
                              f"{qm.in_features} -> {qm.out_features}")
         specs.setdefault((qm.spec.bits, qm.spec.symmetric, qm.spec.granularity, qm.spec.group_size), name)
     if len(specs) > 1:
-        raise ValueError(f"the GPTQ format has one bits/group_size/sym for all layers; found {len(specs)}: "
+        raise PTQUserError(f"the GPTQ format has one bits/group_size/sym for all layers; found {len(specs)}: "
                          + ", ".join(f"{k[0]} bits {k[2]} g{k[3]} sym={k[1]} ({v})" for k, v in specs.items()))
     return next(iter(qmodules.values())).spec  # type: ignore[union-attr]
 
@@ -82,7 +83,7 @@ def qlinear_to_gptq(qm: QuantLinear, v1: bool = True) -> dict[str, torch.Tensor]
     zeros = qm.zeros().round().to(torch.int64).t()  # [G, out]
     if v1:
         if bool((zeros < 1).any()):
-            raise ValueError("checkpoint_format 'gptq' (v1) stores zero - 1 and cannot hold a zero point of 0")
+            raise PTQUserError("checkpoint_format 'gptq' (v1) stores zero - 1 and cannot hold a zero point of 0")
         zeros = zeros - 1
     group_size = spec.group_size if spec.granularity == "group" else qm.in_features
     g_idx = qm.g_idx if qm.g_idx is not None else torch.arange(qm.in_features) // group_size
@@ -113,7 +114,7 @@ def _block_layout(qnames: list[str], float_names: list[str]) -> dict[str, Any]:
         per_block.setdefault(idx, set()).add(rel)
     sets = {frozenset(s) for s in per_block.values()}
     if len(sets) != 1:
-        raise ValueError("the GPTQ format needs the same layers quantized in every block; "
+        raise PTQUserError("the GPTQ format needs the same layers quantized in every block; "
                          f"layers left in float differ between blocks: {in_blocks[:5]}")
     return {"block_name_to_quantize": prefix, "modules_in_block_to_quantize": [sorted(sets.pop())]}
 
@@ -133,7 +134,7 @@ def export_gptq(
     if directory.exists() and not overwrite:
         raise FileExistsError(f"{directory} already exists; pass overwrite=True to replace it")
     if checkpoint_format not in (None, *CHECKPOINT_FORMATS):
-        raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
+        raise PTQUserError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
     qmodules = quantized_modules(model, records, scale_dtype="float16")
     spec = check_gptq_exportable(qmodules)
     zero_free = all(bool((qm.zeros() >= 1).all()) for qm in qmodules.values())  # type: ignore[operator]
@@ -143,7 +144,7 @@ def export_gptq(
             warnings.warn("some zero points are 0, which the GPTQ v1 format cannot store; writing "
                           "checkpoint_format 'gptq_v2' (read by GPTQModel, not by AutoGPTQ)", RuntimeWarning, stacklevel=2)
     elif checkpoint_format == "gptq" and not zero_free:
-        raise ValueError("some zero points are 0, which checkpoint_format 'gptq' (v1) cannot store; use 'gptq_v2'")
+        raise PTQUserError("some zero points are 0, which checkpoint_format 'gptq' (v1) cannot store; use 'gptq_v2'")
     tensors = float_state(model, qmodules)
     for name, qm in qmodules.items():
         tensors.update({f"{name}.{k}": v for k, v in qlinear_to_gptq(qm, v1=checkpoint_format == "gptq").items()})  # type: ignore[arg-type]
@@ -178,11 +179,11 @@ def _decode_zeros(qzeros: torch.Tensor, bits: int, out: int, v1: bool) -> torch.
 
 def _expect(t: torch.Tensor | None, key: str, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...]) -> torch.Tensor:
     if t is None:
-        raise ValueError(f"the GPTQ checkpoint lacks {key}")
+        raise PTQUserError(f"the GPTQ checkpoint lacks {key}")
     if tuple(t.shape) != shape:
-        raise ValueError(f"tensor {key} has shape {list(t.shape)}, expected {list(shape)}")
+        raise PTQUserError(f"tensor {key} has shape {list(t.shape)}, expected {list(shape)}")
     if t.dtype not in dtypes:
-        raise ValueError(f"tensor {key} has dtype {t.dtype}, expected {' or '.join(map(str, dtypes))}")
+        raise PTQUserError(f"tensor {key} has dtype {t.dtype}, expected {' or '.join(map(str, dtypes))}")
     return t
 
 
@@ -192,25 +193,25 @@ def gptq_to_ptq(qc: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.
     bits, group_size, sym = qc.get("bits"), qc.get("group_size", 128), bool(qc.get("sym", True))
     fmt = qc.get("checkpoint_format", qc.get("format", "gptq"))
     if bits not in GPTQ_BITS:
-        raise ValueError(f"GPTQ bits must be one of {GPTQ_BITS}, got {bits!r}")
+        raise PTQUserError(f"GPTQ bits must be one of {GPTQ_BITS}, got {bits!r}")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or (group_size < 1 and group_size != -1):
-        raise ValueError(f"GPTQ group_size must be -1 or positive, got {group_size!r}")
+        raise PTQUserError(f"GPTQ group_size must be -1 or positive, got {group_size!r}")
     if fmt not in CHECKPOINT_FORMATS:
-        raise ValueError(f"unsupported GPTQ checkpoint_format {fmt!r} (supported: {', '.join(CHECKPOINT_FORMATS)})")
+        raise PTQUserError(f"unsupported GPTQ checkpoint_format {fmt!r} (supported: {', '.join(CHECKPOINT_FORMATS)})")
     if qc.get("dynamic") or qc.get("pack_dtype", "int32") != "int32":
-        raise ValueError("GPTQ checkpoints with per-module 'dynamic' overrides or a pack_dtype other than int32 are not supported")
+        raise PTQUserError("GPTQ checkpoints with per-module 'dynamic' overrides or a pack_dtype other than int32 are not supported")
     out_tensors = dict(tensors)
     configs: dict[str, dict[str, Any]] = {}
     for name in [k[: -len(".qweight")] for k in tensors if k.endswith(".qweight")]:
         try:
             module = model.get_submodule(name)
         except AttributeError as exc:
-            raise ValueError(f"the GPTQ checkpoint quantizes {name}, which the model does not have") from exc
-        if not isinstance(module, LINEAR_TYPES):
-            raise ValueError(f"the GPTQ checkpoint quantizes {name}, a {type(module).__name__}")
+            raise PTQUserError(f"the GPTQ checkpoint quantizes {name}, which the model does not have") from exc
+        if not is_linear(module):
+            raise PTQUserError(f"the GPTQ checkpoint quantizes {name}, a {type(module).__name__}")
         out, n = weight_2d(module).shape
         if n * bits % 32 or out * bits % 32 or (group_size != -1 and n % group_size):
-            raise ValueError(f"{name} ({n} -> {out}) does not fit {bits}-bit GPTQ packing with group_size {group_size}")
+            raise PTQUserError(f"{name} ({n} -> {out}) does not fit {bits}-bit GPTQ packing with group_size {group_size}")
         G = 1 if group_size == -1 else n // group_size
         get = lambda k: out_tensors.pop(f"{name}.{k}", None)  # noqa: E731
         qweight = _expect(get("qweight"), f"{name}.qweight", (n * bits // 32, out), (torch.int32,))
@@ -220,7 +221,7 @@ def gptq_to_ptq(qc: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.
         zeros = _decode_zeros(qzeros, bits, out, v1=fmt == "gptq")
         maxq = (1 << bits) - 1
         if bool((zeros < 0).any()) or bool((zeros > maxq).any()):
-            raise ValueError(f"{name}.qzeros holds zero points outside [0, {maxq}] (wrong checkpoint_format?)")
+            raise PTQUserError(f"{name}.qzeros holds zero points outside [0, {maxq}] (wrong checkpoint_format?)")
         symmetric = sym and bool((zeros == (maxq + 1) // 2).all())
         spec = QuantSpec(bits=bits, symmetric=symmetric, granularity="channel" if group_size == -1 else "group",
                          group_size=None if group_size == -1 else group_size)
@@ -228,7 +229,7 @@ def gptq_to_ptq(qc: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.
         if g_idx is not None and group_size != -1:
             g_idx = _expect(g_idx, f"{name}.g_idx", (n,), (torch.int32, torch.int64)).to(torch.int32)
             if int(g_idx.min()) < 0 or int(g_idx.max()) >= G:
-                raise ValueError(f"{name}.g_idx holds groups outside [0, {G})")
+                raise PTQUserError(f"{name}.g_idx holds groups outside [0, {G})")
             act_order = not torch.equal(g_idx.long(), torch.arange(n) // group_size)
             if act_order:
                 out_tensors[f"{name}.g_idx"] = g_idx
@@ -239,5 +240,5 @@ def gptq_to_ptq(qc: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.
         configs[name] = {"method": "gptq", "kind": "weight_only", **spec.to_dict(), "act_order": act_order,
                          "scale_dtype": str(scales.dtype).removeprefix("torch.")}
     if not configs:
-        raise ValueError("the GPTQ checkpoint has no quantized layers (no *.qweight tensors)")
+        raise PTQUserError("the GPTQ checkpoint has no quantized layers (no *.qweight tensors)")
     return configs, out_tensors

@@ -17,10 +17,11 @@ from torch import nn
 
 from ptq.checkpoint.config import QUANT_METHOD, parse_quantization_config
 from ptq.checkpoint.files import read_json, read_tensors
+from ptq.layers import resolve_dtype
 from ptq.modules.swap import qmodule_entry, set_submodule
+from ptq.errors import PTQUserError
 
 QUANT_METHODS = (QUANT_METHOD, "gptq")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def is_quantized_checkpoint(path: str | Path) -> bool:
@@ -35,14 +36,6 @@ def is_quantized_checkpoint(path: str | Path) -> bool:
     return isinstance(qc, dict) and qc.get("quant_method") in QUANT_METHODS
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
-
-
 def empty_model(config_dict: dict[str, Any], dtype: torch.dtype) -> nn.Module:
     """The causal LM of ``config_dict`` with its parameters on the meta device."""
     from accelerate import init_empty_weights
@@ -52,13 +45,13 @@ def empty_model(config_dict: dict[str, Any], dtype: torch.dtype) -> nn.Module:
     d = {k: v for k, v in config_dict.items() if k != "quantization_config"}
     model_type = d.get("model_type")
     if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"config.json has an unknown model_type {model_type!r}")
+        raise PTQUserError(f"config.json has an unknown model_type {model_type!r}")
     config = CONFIG_MAPPING[model_type].from_dict(d)
     with init_empty_weights(include_buffers=False):
         try:
             return AutoModelForCausalLM.from_config(config, dtype=dtype)
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"cannot build a causal LM from config.json ({model_type}): {exc}") from exc
+            raise PTQUserError(f"cannot build a causal LM from config.json ({model_type}): {exc}") from exc
 
 
 def swap_skeletons(model: nn.Module, module_configs: dict[str, dict[str, Any]], dtype: torch.dtype) -> dict[str, nn.Module]:
@@ -68,7 +61,7 @@ def swap_skeletons(model: nn.Module, module_configs: dict[str, dict[str, Any]], 
         entry = qmodule_entry(cfg["kind"])
         float_module = model.get_submodule(name)
         if not isinstance(float_module, entry.replaces):
-            raise ValueError(f"{name} is a {type(float_module).__name__}, which {entry.cls.__name__} does not replace")
+            raise PTQUserError(f"{name} is a {type(float_module).__name__}, which {entry.cls.__name__} does not replace")
         qm = entry.cls.from_config(float_module, cfg, dtype=dtype)
         qm.method = cfg.get("method")
         set_submodule(model, name, qm)
@@ -86,26 +79,26 @@ def assign_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], qmodules:
     expected = model.state_dict()
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:
-        raise ValueError(f"the checkpoint has tensors the model does not: {unexpected[:5]}")
+        raise PTQUserError(f"the checkpoint has tensors the model does not: {unexpected[:5]}")
     prefixes = tuple(f"{name}." for name in qmodules)
     state = {}
     for key, t in tensors.items():
         e = expected[key]
         if tuple(t.shape) != tuple(e.shape):
-            raise ValueError(f"tensor {key} has shape {list(t.shape)}, expected {list(e.shape)}")
+            raise PTQUserError(f"tensor {key} has shape {list(t.shape)}, expected {list(e.shape)}")
         exact = key.startswith(prefixes) and not key.endswith(".bias")
         if exact and t.dtype != e.dtype:
-            raise ValueError(f"tensor {key} has dtype {t.dtype}, expected {e.dtype}")
+            raise PTQUserError(f"tensor {key} has dtype {t.dtype}, expected {e.dtype}")
         if not exact and t.dtype != e.dtype:
             if not (t.dtype.is_floating_point and e.dtype.is_floating_point):
-                raise ValueError(f"tensor {key} has dtype {t.dtype}, expected {e.dtype}")
+                raise PTQUserError(f"tensor {key} has dtype {t.dtype}, expected {e.dtype}")
             t = t.to(e.dtype)
         state[key] = t
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()  # ties what the config says is tied (a no-op otherwise)
     missing = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if missing:
-        raise ValueError(f"the checkpoint lacks {len(missing)} tensor(s): {missing[:5]}")
+        raise PTQUserError(f"the checkpoint lacks {len(missing)} tensor(s): {missing[:5]}")
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -129,15 +122,15 @@ def load_quantized(path: str | Path, dtype: str | torch.dtype = "float32", devic
 
     path = Path(path)
     if not path.is_dir():
-        raise ValueError(f"{path} is not a checkpoint folder")
+        raise PTQUserError(f"{path} is not a checkpoint folder")
     dtype = resolve_dtype(dtype)
     config_dict = read_json(path / "config.json")
     qc = config_dict.get("quantization_config")
     if not isinstance(qc, dict):
-        raise ValueError(f"{path / 'config.json'} has no quantization_config: not a quantized checkpoint")
+        raise PTQUserError(f"{path / 'config.json'} has no quantization_config: not a quantized checkpoint")
     method = qc.get("quant_method")
     if method not in QUANT_METHODS:
-        raise ValueError(f"unsupported quant_method {method!r} in {path / 'config.json'} (supported: {', '.join(QUANT_METHODS)})")
+        raise PTQUserError(f"unsupported quant_method {method!r} in {path / 'config.json'} (supported: {', '.join(QUANT_METHODS)})")
     model = empty_model(config_dict, dtype)
     tensors = read_tensors(path)
     if method == QUANT_METHOD:

@@ -7,8 +7,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ptq.checkpoint.config import LINEAR_TYPES, build_quantization_config
+from ptq.checkpoint.config import build_quantization_config
 from ptq.checkpoint.files import atomic_folder, write_checkpoint
+from ptq.layers import is_linear
 from ptq.modules.swap import is_qmodule, quantized_modules
 
 
@@ -22,7 +23,7 @@ def float_linears(model: nn.Module, qmodules: Mapping[str, nn.Module]) -> list[s
     """Linear layers (``nn.Linear`` / ``Conv1D``) that stay in float (e.g. ``lm_head``)."""
     inside = tuple(f"{name}." for name in qmodules)
     return [n for n, m in model.named_modules()
-            if n and isinstance(m, LINEAR_TYPES) and not is_qmodule(m) and n not in qmodules and not n.startswith(inside)]
+            if n and is_linear(m) and not is_qmodule(m) and n not in qmodules and not n.startswith(inside)]
 
 
 def save_quantized(

@@ -5,35 +5,11 @@
 a W8A8 linear, ``Y = s_x * s_w * (X_q @ W_q^T)`` (SmoothQuant, Xiao et al., 2023, §2 and §5;
 LLM.int8(), Dettmers et al., 2022, §2: "vector-wise quantization").
 
-Backend choice (measured on this 2-core "AMD EPYC" host, median ms, 2 threads, noisy shared host;
-``scripts/bench_int8.py`` re-measures). Note: its CPU flags include ``avx512_vnni`` (torch reports
-capability ``AVX512``), so it is *not* AVX2-only; oneDNN's VNNI kernels behind ``torch._int_mm``
-are why it is fast here. On an AVX2-only CPU ``torch._int_mm`` was reported 30-60x slower than
-fp32 (170-330 ms at 512 x 576 x 1536): there set ``PTQ_INT8_BACKEND=fbgemm`` (read by
-``backend="auto"``), fbgemm being fast on AVX2.
-
-=====================  =======  ==========  =====================  ========
-M x K x N              fp32 mm  _int_mm     fbgemm (fp32 output)   oneDNN
-=====================  =======  ==========  =====================  ========
-512 x 576 x 1536       11.0     2.7         5.4                    4.1
-512 x 1536 x 576       10.7     3.1         3.0                    4.2
-512 x 576 x 576         5.7     0.47        1.5                    1.2
-2048 x 4096 x 4096     784      196         211                    172
-=====================  =======  ==========  =====================  ========
-
-The AVX-512 VNNI host above is not the only kind: on an AVX2-only x86 CPU (no VNNI) this
-project measured (2026-12, 2 threads, median ms; ``scripts/bench_int8.py`` re-measures):
-
-=====================  =======  ==========  ============================  ================
-M x K x N              fp32 mm  _int_mm     fbgemm                        float (codes)
-=====================  =======  ==========  ============================  ================
-512 x 576 x 576         3.4     92          2.9, **wrong** (saturates)    ~fp32
-=====================  =======  ==========  ============================  ================
-
-There oneDNN has no int8 kernel for ``_int_mm`` (30x slower than fp32) and fbgemm's AVX2
-kernel (``vpmaddubsw``) saturates pairs of products in int16 (PyTorch's x86 quantization
-avoids it with 7-bit activations, ``reduce_range``): errors of 10^5 on random codes. So
-``backend="auto"`` checks the CPU once (:func:`cpu_int8_support`) and picks, in order:
+Backend choice. ``torch._int_mm`` runs oneDNN's int8 kernels, fast where the CPU has them (x86 with
+AVX-512 VNNI or AMX, or not x86) and much slower than a float matmul where it has not (AVX2-only x86).
+fbgemm's AVX2 kernel (``vpmaddubsw``) adds pairs of int8 products in int16 and saturates (PyTorch's x86
+quantization avoids it with 7-bit activations, ``reduce_range``), so it is used only where a self-test
+shows it exact. ``backend="auto"`` checks the CPU once (:func:`cpu_int8_support`) and picks, in order:
 
 * ``"int_mm"``: ``torch._int_mm(A, B.t())`` with ``B`` kept ``[N, K]`` contiguous (the
   transposed view is the fast layout), where the CPU has fast int8 (x86 with AVX-512, or not

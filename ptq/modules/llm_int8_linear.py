@@ -34,7 +34,7 @@ from ptq.algorithms.llm_int8 import absmax_quantize, check_threshold, decomposed
 from ptq.algorithms.zeropoint import weight_correction, zeropoint_quantize_rows
 from ptq.kernels import PackedWeight
 from ptq.modules.derived import derived, packed_int8_weight
-from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
+from ptq.layers import LINEAR_TYPES, check_float_class, float_class as float_class_of, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
 MODES = ("dynamic", "static")
@@ -60,7 +60,7 @@ class Int8OutlierLinear(nn.Module):
             raise ValueError("zero_point quantizes rows: it needs granularity 'vector'")
         self.threshold, self.mode, self.granularity, self.compute = float(threshold), mode, granularity, compute
         self.zero_point = bool(zero_point)
-        self.float_class = float_class
+        self.float_class = check_float_class(float_class)
         self._warned = False
         kw: dict[str, Any] = {"device": device}
         self.register_buffer("weight_q", torch.zeros(out_features, in_features, dtype=torch.int8, **kw))
@@ -81,9 +81,8 @@ class Int8OutlierLinear(nn.Module):
         W = weight_2d(module).detach().float()
         out_f, in_f = W.shape
         idx = (outlier_idx if mode == "static" else torch.zeros(0, dtype=torch.int64)).to(torch.int64).reshape(-1)
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         m = cls(in_f, out_f, bias=module.bias is not None, threshold=threshold, mode=mode, granularity=granularity,
-                compute=compute, n_outliers=idx.numel(), float_class=float_class, dtype=module.weight.dtype,
+                compute=compute, n_outliers=idx.numel(), float_class=float_class_of(module), dtype=module.weight.dtype,
                 device=W.device, zero_point=zero_point)
         W_int = W.index_fill(1, idx.to(W.device), 0.0) if idx.numel() else W
         if zero_point:
@@ -156,10 +155,9 @@ class Int8OutlierLinear(nn.Module):
     @classmethod
     def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "Int8OutlierLinear":
         W = weight_2d(module)
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         return cls(W.shape[1], W.shape[0], bias=module.bias is not None, threshold=float(config["threshold"]),
                    mode=config["mode"], granularity=config["granularity"], compute=config.get("compute", "int"),
-                   n_outliers=int(config.get("n_outliers", 0)), float_class=float_class, dtype=dtype, device="meta",
+                   n_outliers=int(config.get("n_outliers", 0)), float_class=float_class_of(module), dtype=dtype, device="meta",
                    zero_point=bool(config.get("zero_point", False)))
 
     def footprint_bytes(self) -> int:
@@ -172,4 +170,4 @@ class Int8OutlierLinear(nn.Module):
                 f"float_columns={self.float_columns}")
 
 
-register_qmodule("llm-int8", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))(Int8OutlierLinear)
+register_qmodule("llm-int8", LINEAR_TYPES)(Int8OutlierLinear)

@@ -35,42 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptq.layers import check_float_class, float_class as float_class_of, float_linear, weight_2d
 from ptq.packing import pack_codes, packed_length
 from ptq.spec import QuantSpec
 
-try:
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = None  # type: ignore[assignment,misc]
-
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
-
-def float_linear(W: torch.Tensor, bias: torch.Tensor | None, float_class: str = "Linear",
-                 dtype: torch.dtype | None = None) -> nn.Module:
-    """An ``nn.Linear`` (or ``Conv1D``) holding the ``[out, in]`` weight ``W`` and ``bias``, in
-    ``dtype`` (default: the bias's dtype, else float32): what quantized modules' ``to_float`` return."""
-    dtype = dtype or (bias.dtype if bias is not None else torch.float32)
-    W = W.to(dtype)
-    out_features, in_features = W.shape
-    if float_class == "Conv1D":
-        assert Conv1D is not None
-        m: nn.Module = Conv1D(out_features, in_features)
-        m.weight = nn.Parameter(W.t().contiguous(), requires_grad=False)
-    else:
-        m = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
-        m.weight = nn.Parameter(W, requires_grad=False)
-    if bias is not None:
-        m.bias = nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=False)
-    elif float_class == "Conv1D":
-        m.bias = None  # Conv1D always makes one
-    return m
-
-
-def weight_2d(module: nn.Module) -> torch.Tensor:
-    """The weight of an ``nn.Linear`` or ``Conv1D`` as ``[out_features, in_features]``."""
-    w = module.weight
-    return w.t() if Conv1D is not None and isinstance(module, Conv1D) else w
 
 
 def unpack_rows(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
@@ -131,10 +100,8 @@ class QuantLinear(nn.Module):
     ) -> None:
         super().__init__()
         spec.check_shape(in_features)
-        if float_class not in ("Linear", "Conv1D"):
-            raise ValueError(f"float_class must be 'Linear' or 'Conv1D', got {float_class!r}")
         self.in_features, self.out_features, self.spec = in_features, out_features, spec
-        self.float_class = float_class
+        self.float_class = check_float_class(float_class)
         self.tile_rows: int | None = None
         self.method: str | None = None  # the algorithm that chose the grid (provenance only)
         rows, groups = self.qparam_shape
@@ -171,7 +138,6 @@ class QuantLinear(nn.Module):
         """
         W = weight_2d(module).detach()
         out, n = W.shape
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         if g_idx is not None and spec.granularity == "group" and torch.equal(
             g_idx.to(torch.int64).cpu(), torch.arange(n) // spec.group_size
         ):
@@ -181,7 +147,7 @@ class QuantLinear(nn.Module):
         bias = getattr(module, "bias", None)
         sdtype = choose_scale_dtype(scale, scale_dtype)
         q = cls(n, out, spec, bias=bias is not None, act_order=g_idx is not None, scale_dtype=sdtype,
-                dtype=W.dtype if W.is_floating_point() else torch.float32, float_class=float_class,
+                dtype=W.dtype if W.is_floating_point() else torch.float32, float_class=float_class_of(module),
                 device=W.device)
         rows, groups = q.qparam_shape
         scale = scale.detach().float().reshape(rows, groups).to(W.device)
@@ -224,11 +190,10 @@ class QuantLinear(nn.Module):
         fields = ("bits", "symmetric", "granularity", "group_size", "include_zero")
         spec = QuantSpec(**{k: config[k] for k in fields if k in config})
         out, n = weight_2d(module).shape
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         return cls(n, out, spec, bias=getattr(module, "bias", None) is not None,
                    act_order=bool(config.get("act_order", False)),
                    scale_dtype=choose_scale_dtype(torch.ones(1), config.get("scale_dtype", "float16")),
-                   dtype=dtype, float_class=float_class, device="meta")
+                   dtype=dtype, float_class=float_class_of(module), device="meta")
 
     # ------------------------------------------------------------------ weights
     def _expand(self, p: torch.Tensor, rows: slice | None) -> torch.Tensor:

@@ -20,10 +20,16 @@ from typing import Any, Iterable, Mapping, Protocol
 import torch
 from torch import nn
 
-from ptq.modules.quant_linear import Conv1D, QuantLinear
+from ptq.layers import LINEAR_TYPES
+from ptq.modules.quant_linear import QuantLinear
 
 #: Record methods whose layers are weight-only grids that :class:`QuantLinear` stores.
 WEIGHT_ONLY_METHODS = {"rtn", "gptq", "awq"}
+
+
+def register_weight_only_method(name: str) -> None:
+    """Declare that records of method ``name`` are weight-only grids (``spec``, ``scale``, ``zero``)."""
+    WEIGHT_ONLY_METHODS.add(name)
 
 
 class LayerQuantRecord(Protocol):
@@ -61,7 +67,7 @@ def register_qmodule(kind: str, replaces: Iterable[type]):
     return decorate
 
 
-register_qmodule("weight_only", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))(QuantLinear)
+register_qmodule("weight_only", LINEAR_TYPES)(QuantLinear)
 
 
 def qmodule_entry(kind: str) -> QModuleEntry:
@@ -69,10 +75,6 @@ def qmodule_entry(kind: str) -> QModuleEntry:
     if kind not in _REGISTRY:
         raise ValueError(f"unknown quantized module kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[kind]
-
-
-def registered_kinds() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def is_qmodule(module: nn.Module) -> bool:

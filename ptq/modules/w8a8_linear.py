@@ -18,10 +18,8 @@ Two execution paths compute the same numbers up to float rounding:
 
 The two paths agree per layer to float rounding (relative 1e-6), not bit for bit: through a whole
 model a last-bit difference can move an activation across a rounding boundary of the next layer's
-per-token grid, and such flips cascade into a different draw of the same quantization noise.
-Measured on SmolLM2-135M, naive W8A8 per-token: perplexity 17.793 (``int``) against 17.861
-(``fake``) on web-nt, 15.718 against 15.731 on pydocs (40 windows of 512). Differences between
-W8A8 methods smaller than that are within this noise.
+per-token grid, and such flips cascade into a different draw of the same quantization noise
+(how large that noise is in perplexity: ``docs/results.md``).
 
 A zero row (or an all-zero calibration range) gets scale 1 (all codes 0, no division by zero).
 Per-token scales are checked to be finite (an inf activation raises ``ValueError``); static
@@ -37,7 +35,7 @@ from torch import nn
 from ptq.algorithms.absmax import absmax_scale, quantize_rows, quantize_symmetric
 from ptq.kernels import PackedWeight, int8_matmul
 from ptq.modules.derived import packed_int8_weight
-from ptq.modules.quant_linear import Conv1D, float_linear, weight_2d
+from ptq.layers import LINEAR_TYPES, check_float_class, float_class as float_class_of, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
 
 ActMode = Literal["per-token", "static"]
@@ -78,7 +76,7 @@ def codes_on_grid(W: torch.Tensor, s_w: torch.Tensor, tol: float = 1e-3) -> torc
     return codes.to(torch.int8)
 
 
-@register_qmodule("w8a8", (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ()))
+@register_qmodule("w8a8", LINEAR_TYPES)
 class W8A8Linear(nn.Module):
     """Replacement of ``nn.Linear`` / ``Conv1D`` with int8 weights and int8 activations.
 
@@ -96,10 +94,8 @@ class W8A8Linear(nn.Module):
             raise ValueError(f"act must be one of {', '.join(ACT_MODES)}, got {act!r}")
         if mode not in EXEC_MODES:
             raise ValueError(f"mode must be one of {', '.join(EXEC_MODES)}, got {mode!r}")
-        if float_class not in ("Linear", "Conv1D"):
-            raise ValueError(f"float_class must be 'Linear' or 'Conv1D', got {float_class!r}")
         self.in_features, self.out_features = in_features, out_features
-        self.act, self.mode, self.float_class = act, mode, float_class
+        self.act, self.mode, self.float_class = act, mode, check_float_class(float_class)
         kw: dict[str, Any] = {"device": device}
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, **kw))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, **kw))
@@ -119,10 +115,9 @@ class W8A8Linear(nn.Module):
         """
         W = weight_2d(module).detach()
         out, n = W.shape
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         bias = getattr(module, "bias", None)
         q = cls(n, out, bias=bias is not None, act=act, mode=mode,
-                dtype=W.dtype if W.is_floating_point() else torch.float32, float_class=float_class, device=W.device)
+                dtype=W.dtype if W.is_floating_point() else torch.float32, float_class=float_class_of(module), device=W.device)
         if not bool(torch.isfinite(W).all()):
             raise ValueError("W8A8Linear.from_float: the weight contains inf or NaN")
         if weight_scale is None:
@@ -152,9 +147,8 @@ class W8A8Linear(nn.Module):
     def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "W8A8Linear":
         """An empty skeleton on the meta device replacing the float ``module``."""
         out, n = weight_2d(module).shape
-        float_class = "Conv1D" if Conv1D is not None and isinstance(module, Conv1D) else "Linear"
         return cls(n, out, bias=getattr(module, "bias", None) is not None, act=config.get("act", "per-token"),
-                   mode=config.get("mode", "int"), dtype=dtype, float_class=float_class, device="meta")
+                   mode=config.get("mode", "int"), dtype=dtype, float_class=float_class_of(module), device="meta")
 
     # ------------------------------------------------------------------ compute
     def dequantize_weight(self) -> torch.Tensor:

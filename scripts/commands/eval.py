@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from scripts.commands.common import add_model_arguments, add_quiet, info
-from scripts.output import write_json
+from ptq.jsonable import write_json
+from ptq.errors import PTQUserError
 
 HELP = "perplexity of a model (or a ptq quantize output folder) on evaluation corpora"
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     datasets = args.dataset or ["web-nt"]
     if args.max_windows is not None and args.max_windows < 1:
-        raise ValueError(f"--max-windows must be at least 1, got {args.max_windows}")
+        raise PTQUserError(f"--max-windows must be at least 1, got {args.max_windows}")
     from ptq.checkpoint import is_quantized_checkpoint, load_quantized
 
     if is_quantized_checkpoint(args.model):  # a ptq quantize output (packed ptq or GPTQ format)

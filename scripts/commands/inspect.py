@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet
-from scripts.output import write_json
+from ptq.jsonable import write_json
+from ptq.errors import PTQUserError
 
 HELP = "per-layer activation statistics (max |x|, outlier channels, kurtosis) on calibration data"
 
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from calibration.runner import quantize_model
 
     if args.threshold <= 0:
-        raise ValueError(f"--threshold must be positive, got {args.threshold}")
+        raise PTQUserError(f"--threshold must be positive, got {args.threshold}")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
     step = ActivationStatsStep(threshold=args.threshold)

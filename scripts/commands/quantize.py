@@ -5,22 +5,29 @@ import argparse
 import time
 
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
-from scripts.methods import METHODS
+from scripts.methods import all_methods
 from scripts.methods.w8a8 import add_act_arguments
-from scripts.output import atomic_folder, check_output, write_json
+from ptq.jsonable import write_json
+from scripts.output import atomic_folder, check_output
 from scripts.versions import versions
+from ptq.errors import PTQUserError
 
 HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with ptq.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from calibration.recipes import RTNStep
+    from ptq.spec import GRANULARITIES
+
     add_model_arguments(p)
     g = p.add_argument_group("quantization")
-    g.add_argument("--method", default="rtn", choices=sorted(METHODS),
+    methods = all_methods()
+    g.add_argument("--method", default="rtn", choices=sorted(methods),
                    help="algorithm (default rtn); w8a8 is naive W8A8, the same as --method rtn --bits 8 --act-bits 8")
     g.add_argument("--recipe", default=None, help="a TOML/YAML recipe file instead of --method and its flags")
-    g.add_argument("--bits", type=int, default=4, help="weight bits, 2 to 8 (default 4)")
-    g.add_argument("--granularity", default="channel", choices=["tensor", "channel", "group"], help="default channel")
+    g.add_argument("--bits", type=int, default=RTNStep.bits, help="weight bits, 2 to 8 (default %(default)s)")
+    g.add_argument("--granularity", default=RTNStep.granularity, choices=list(GRANULARITIES),
+                   help="default %(default)s")
     g.add_argument("--group-size", type=int, default=None, help="columns per group (with --granularity group)")
     g.add_argument("--symmetric", action="store_true", help="symmetric grid (default asymmetric min-max)")
     g.add_argument("--compute", default="int", choices=["int", "fake"],
@@ -28,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "matmul, or fake-quant float matmul of the dequantized codes (default int)")
     add_act_arguments(p.add_argument_group(
         "activations", "int8 activations of --method rtn (with --act-bits 8), w8a8 and smoothquant"))
-    for module in METHODS.values():
+    for module in methods.values():
         module.add_arguments(p.add_argument_group(f"--method {module.NAME}"))
     add_calibration_arguments(p)
     o = p.add_argument_group("output")
@@ -48,7 +55,7 @@ def build_recipe(args: argparse.Namespace):
         return Recipe.from_file(args.recipe)
     if args.group_size is not None and args.granularity != "group":
         args.granularity = "group"  # --group-size alone means per-group quantization
-    return METHODS[args.method].build_recipe(args)
+    return all_methods()[args.method].build_recipe(args)
 
 
 def check_format(args: argparse.Namespace) -> None:
@@ -61,7 +68,7 @@ def check_format(args: argparse.Namespace) -> None:
 
     if args.method not in WEIGHT_ONLY_METHODS or args.act_bits is not None:
         asked = f"--method {args.method}" + (" --act-bits 8" if args.act_bits is not None else "")
-        raise ValueError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
+        raise PTQUserError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
                          f"not {asked}")
     check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
                               group_size=args.group_size))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from scripts.commands.common import add_quiet, info
+from ptq.errors import PTQUserError
 
 HELP = "run a grid of models x methods x datasets from a TOML/YAML config or a preset, and print the table"
 
@@ -20,7 +21,7 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     for v in values or []:
         label, sep, target = v.partition("=")
         if not sep or not label or not target:
-            raise ValueError(f"{flag} takes LABEL=VALUE, got {v!r}")
+            raise PTQUserError(f"{flag} takes LABEL=VALUE, got {v!r}")
         out[label] = target
     return out
 

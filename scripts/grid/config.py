@@ -34,6 +34,7 @@ from typing import Any
 
 from scripts.grid.validate import _int, _list, _no_unknown, _str, _table
 from calibration.config_files import read_structured_file
+from ptq.errors import PTQUserError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -131,7 +132,7 @@ class GridConfig:
 def _check_labels(kind: str, given: dict[str, str], labels: list[str]) -> None:
     unknown = sorted(set(given) - set(labels))
     if unknown:
-        raise ValueError(f"no {kind} labelled {unknown[0]!r} in the config; {kind}s: {', '.join(labels)}")
+        raise PTQUserError(f"no {kind} labelled {unknown[0]!r} in the config; {kind}s: {', '.join(labels)}")
 
 
 def available_presets() -> list[str]:
@@ -146,7 +147,7 @@ def resolve_config_path(name: str | Path) -> Path:
     preset = PRESETS_DIR / f"{name}.toml"
     if preset.is_file():
         return preset
-    raise ValueError(f"{name} is neither a config file nor a preset; presets: {', '.join(available_presets())}")
+    raise PTQUserError(f"{name} is neither a config file nor a preset; presets: {', '.join(available_presets())}")
 
 
 def load_config(name: str | Path) -> GridConfig:
@@ -167,10 +168,10 @@ def parse_config(data: Any, default_name: str = "grid", base_dir: Path | None = 
         labels = [x.label for x in items]
         dup = next((lab for lab in labels if labels.count(lab) > 1), None)
         if dup is not None:
-            raise ValueError(f"two {kind}s are labelled {dup!r}; labels must be unique")
+            raise PTQUserError(f"two {kind}s are labelled {dup!r}; labels must be unique")
     baseline = data.get("baseline")
     if baseline is not None and baseline not in {m.label for m in methods}:
-        raise ValueError(f"baseline {baseline!r} is not a method label; methods: {', '.join(m.label for m in methods)}")
+        raise PTQUserError(f"baseline {baseline!r} is not a method label; methods: {', '.join(m.label for m in methods)}")
     published = data.get("published")
     if published is not None:
         published = _read_published(Path(base_dir or ".") / _str(published, "published"))
@@ -184,10 +185,10 @@ def parse_config(data: Any, default_name: str = "grid", base_dir: Path | None = 
 
 def _read_published(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"published numbers file {path} does not exist")
+        raise PTQUserError(f"published numbers file {path} does not exist")
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("numbers"), dict):
-        raise ValueError(f"published numbers file {path} must hold {{'numbers': {{method: {{model: {{dataset: ppl}}}}}}}}")
+        raise PTQUserError(f"published numbers file {path} must hold {{'numbers': {{method: {{model: {{dataset: ppl}}}}}}}}")
     return data
 
 
@@ -207,22 +208,22 @@ def _method(item: Any, i: int) -> MethodEntry:
     label = _str(item.get("label"), f"{where}.label")
     steps = item.get("steps", [])
     if not isinstance(steps, list):
-        raise ValueError(f"method {label!r}: steps must be a list of tables")
+        raise PTQUserError(f"method {label!r}: steps must be a list of tables")
     dtype = _str(item.get("dtype", "float32"), f"method {label!r} dtype")
     if dtype not in DTYPES:
-        raise ValueError(f"method {label!r}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise PTQUserError(f"method {label!r}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     autocast = item.get("autocast")
     if autocast is not None:
         from calibration.runner.block_inputs import AUTOCAST_DTYPES
 
         if autocast not in AUTOCAST_DTYPES:
-            raise ValueError(f"method {label!r}: autocast must be one of {', '.join(AUTOCAST_DTYPES)}, got {autocast!r}")
+            raise PTQUserError(f"method {label!r}: autocast must be one of {', '.join(AUTOCAST_DTYPES)}, got {autocast!r}")
     entry = MethodEntry(label=label, steps=tuple(steps), dtype=dtype, family=_str(item.get("family", ""), f"{where}.family"),
                         autocast=autocast)
     try:
         entry.resolved_steps()
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"method {label!r}: {exc}") from None
+        raise PTQUserError(f"method {label!r}: {exc}") from None
     return entry
 
 
@@ -241,13 +242,13 @@ def _calibration(item: Any) -> Calibration:
     item = _table(item, "[calibration]")
     _no_unknown(item, {"source", "nsamples", "seqlen", "seed", "seeds", "batch_size"}, "[calibration]")
     if "seed" in item and "seeds" in item:
-        raise ValueError("[calibration] takes 'seed' or 'seeds' (repeats), not both")
+        raise PTQUserError("[calibration] takes 'seed' or 'seeds' (repeats), not both")
     seeds = item.get("seeds", [item.get("seed", 0)])
     if not isinstance(seeds, list) or not seeds:
-        raise ValueError(f"[calibration] seeds must be a non-empty list of integers, got {seeds!r}")
+        raise PTQUserError(f"[calibration] seeds must be a non-empty list of integers, got {seeds!r}")
     seeds = tuple(_int(s, "[calibration] seed", minimum=0) for s in seeds)
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"[calibration] seeds repeat a value: {list(seeds)}")
+        raise PTQUserError(f"[calibration] seeds repeat a value: {list(seeds)}")
     d = Calibration()
     return Calibration(
         source=_str(item.get("source", d.source), "[calibration] source"),
@@ -263,6 +264,6 @@ def _evaluation(item: Any) -> Evaluation:
     mw = item.get("max_windows")
     native = item.get("native_dtype", False)
     if not isinstance(native, bool):
-        raise ValueError(f"[eval] native_dtype must be true or false, got {native!r}")
+        raise PTQUserError(f"[eval] native_dtype must be true or false, got {native!r}")
     return Evaluation(seqlen=_int(item.get("seqlen", 512), "[eval] seqlen", minimum=2),
                       max_windows=None if mw is None else _int(mw, "[eval] max_windows"), native_dtype=native)

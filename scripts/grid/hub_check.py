@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scripts.grid.config import GridConfig
+from ptq.errors import PTQUserError
 
 
 def hub_needs(config: GridConfig) -> list[str]:
@@ -34,7 +35,7 @@ def check_hub(config: GridConfig) -> None:
 
     needs = hub_needs(config)
     if needs and not hub_access.hub_reachable():
-        raise ValueError(
+        raise PTQUserError(
             f"grid {config.name!r} needs the Hugging Face hub, which is unreachable: {', '.join(needs)}; "
             "run it online, or replace them with local stand-ins (--model LABEL=PATH, --dataset LABEL=PATH, --calib PATH)"
         )

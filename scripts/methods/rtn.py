@@ -8,13 +8,15 @@ import argparse
 
 from calibration.recipes import Recipe, RTNStep
 from scripts.errors import UsageError
+from scripts.methods.flags import add_step_arguments
 from scripts.methods.w8a8 import act_flags, w8a8_step
+from ptq.errors import PTQUserError
 
 NAME = "rtn"
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--observer", default="minmax", help="range of each weight unit: minmax, percentile, mse (default minmax)")
+    add_step_arguments(group, RTNStep)
     group.add_argument("--percentile", type=float, default=None, help="percentile for --observer percentile (default 99.99)")
 
 
@@ -23,7 +25,7 @@ def weight_step(args: argparse.Namespace) -> RTNStep:
     observer_args = {}
     if args.percentile is not None:
         if args.observer != "percentile":
-            raise ValueError("--percentile only applies to --observer percentile")
+            raise PTQUserError("--percentile only applies to --observer percentile")
         observer_args["percentile"] = args.percentile
     return RTNStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size,
@@ -39,7 +41,7 @@ def w8a8_conflicts(args: argparse.Namespace) -> list[str]:
     if args.granularity != "channel":
         conflicts.append(f"--granularity {args.granularity}" + (f" --group-size {args.group_size}"
                                                                  if args.group_size is not None else ""))
-    if args.observer != "minmax":
+    if args.observer != RTNStep.observer:
         conflicts.append(f"--observer {args.observer}")
     if args.percentile is not None:
         conflicts.append(f"--percentile {args.percentile:g}")

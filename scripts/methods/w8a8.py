@@ -7,7 +7,6 @@ that quantizes activations through a W8A8 step (rtn, w8a8, smoothquant) reads th
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from calibration.recipes import Recipe, W8A8Step
 from scripts.errors import UsageError
@@ -15,15 +14,6 @@ from scripts.errors import UsageError
 NAME = "w8a8"
 
 ACT_GRANULARITY = {"token": "per-token", "tensor": "static"}  # --act-granularity -> W8A8Step(act=...)
-_OLD_ACT = {"per-token": "token", "static": "tensor"}  # deprecated --act values -> --act-granularity
-
-
-class _DeprecatedAct(argparse.Action):
-    """``--act per-token|static``: the old spelling of ``--act-granularity token|tensor``."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, _OLD_ACT[values])
 
 
 def add_act_arguments(group: argparse._ArgumentGroup) -> None:
@@ -35,8 +25,6 @@ def add_act_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--act-granularity", default=None, choices=list(ACT_GRANULARITY),
                        help="token: dynamic per-token absmax scales; tensor: one static per-tensor scale from "
                             "the calibration data (default token; also what --alpha auto simulates)")
-    group.add_argument("--act", dest="act_granularity", choices=list(_OLD_ACT), action=_DeprecatedAct,
-                       help="deprecated spelling of --act-granularity (per-token = token, static = tensor)")
     group.add_argument("--act-observer", default=None, choices=["minmax", "percentile", "mse"],
                        help="range observer of --act-granularity tensor activations (default minmax)")
 

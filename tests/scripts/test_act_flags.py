@@ -44,7 +44,7 @@ def test_w8a8_method_is_rtn_w8_a8_and_rtn_alone_stays_weight_only() -> None:
     assert rtn["step"] == "rtn" and rtn["bits"] == 8
 
 
-@pytest.mark.parametrize("flags, act", [(["--act-granularity", "tensor"], "static"), (["--act", "static"], "static"),
+@pytest.mark.parametrize("flags, act", [(["--act-granularity", "tensor"], "static"),
                                         (["--act-granularity", "token"], "per-token"), ([], "per-token")])
 def test_smoothquant_act_granularity_reaches_both_steps(flags: list[str], act: str) -> None:
     sq, w = _recipe("--method", "smoothquant", "--alpha", "auto", *flags)
@@ -177,3 +177,8 @@ def test_smoothquant_gptq_w8a8_checkpoint(tiny_model_dir, corpus, tmp_path, caps
     assert len(qmodules) == 2 * 7 and all(m.act == "per-token" for m in qmodules)
     with torch.no_grad():
         assert torch.isfinite(model(torch.arange(8)[None]).logits).all()
+
+
+def test_the_old_act_alias_is_gone() -> None:
+    with pytest.raises(SystemExit):
+        _recipe("--method", "smoothquant", "--act", "static")

@@ -199,7 +199,7 @@ def test_search_scope_option() -> None:
     assert SmoothQuantStep(alpha="auto", search_scope="group").to_dict()["search_scope"] == "group"
     with pytest.raises(ValueError, match="search_scope must be one of block, group"):
         SmoothQuantStep(alpha="auto", search_scope="layer")
-    with pytest.raises(ValueError, match="search_scope 'group' needs alpha='auto'"):
+    with pytest.raises(ValueError, match="search_scope group needs alpha auto"):
         SmoothQuantStep(alpha=0.5, search_scope="group")
 
 
@@ -238,3 +238,9 @@ def test_rms_statistic_with_the_search(act: str, tiny_model, tiny_segments) -> N
     errors, alpha = res.steps[0]["search_mse"][0], res.steps[0]["alphas"][0]
     assert errors[str(alpha)] == min(errors.values()) and all(e == e and e >= 0 for e in errors.values())
     assert res.records["model.layers.0.mlp.down_proj"].method == "w8a8"
+
+
+def test_search_metric_needs_auto_alpha_in_the_step_too() -> None:
+    """The step, not only the CLI, refuses a search option with a fixed alpha (one validation for both)."""
+    with pytest.raises(ValueError, match="search_metric token-relative needs alpha auto"):
+        SmoothQuantStep(alpha=0.5, search_metric="token-relative")
