@@ -3,8 +3,9 @@
 It is ``ptq table offline`` (the preset ``scripts/grid/presets/offline.toml``): calibrate on
 ``web-ot`` (128 x 512 tokens, seed 0), evaluate on ``web-nt`` and ``pydocs`` (40 windows of
 512 tokens each); rows fp32, its bf16 / fp16 downcasts, RTN and GPTQ at W8 / W4 / W3 and the
-methods later added to the preset. Prints the Markdown table (with the change against fp32)
-and writes CSV, LaTeX and the perplexity-vs-bits plot into ``--out``. Finished cells are kept
+methods later added to the preset. Prints the Markdown table (perplexity ± SE over windows, the
+change against fp32 ± its paired SE with ``≈`` when inside the noise, KL to fp32 and top-1
+agreement from fp32 logits computed once per corpus) and writes CSV, LaTeX and the perplexity-vs-bits plot into ``--out``. Finished cells are kept
 in ``OUT/results.jsonl``: an interrupted run resumes, ``--fresh`` recomputes everything.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@
     datasets = ["web-nt", {label = "c4", source = "c4", max_windows = 256}]
 
     [calibration]                        # source, nsamples, seqlen, seed | seeds, batch_size
-    [eval]                               # seqlen, max_windows, native_dtype
+    [eval]                               # seqlen, max_windows, native_dtype, window_seed, bos, kl_topk
 
 Every mistake (unknown key, unknown step or argument, duplicate label, wrong type) is
 one :class:`ValueError` naming where it is.
@@ -100,6 +100,20 @@ class Evaluation:
     seqlen: int = 512
     max_windows: int | None = None
     native_dtype: bool = False
+    window_seed: int | None = None  # a seeded sample of windows (evaluations.windows) instead of the first ones
+    bos: bool | None = None  # None ("auto"): a BOS in front of every window iff the model's tokenizer adds one
+    kl_topk: int | None = None  # KL / top-1 vs the float model from its cached top-k logits (None:
+    #                             evaluations.reference.DEFAULT_TOPK); 0: off
+
+    def key_parts(self) -> dict:
+        """The settings beyond the original ones that change a cell's numbers, only when not the default
+        (cells computed before they existed keep their keys)."""
+        out: dict = {}
+        if self.window_seed is not None:
+            out["window_seed"] = self.window_seed
+        if self.bos is not None:
+            out["bos"] = self.bos
+        return out
 
 
 @dataclass(frozen=True)
@@ -260,10 +274,17 @@ def _calibration(item: Any) -> Calibration:
 
 def _evaluation(item: Any) -> Evaluation:
     item = _table(item, "[eval]")
-    _no_unknown(item, {"seqlen", "max_windows", "native_dtype"}, "[eval]")
+    _no_unknown(item, {"seqlen", "max_windows", "native_dtype", "window_seed", "bos", "kl_topk"}, "[eval]")
     mw = item.get("max_windows")
     native = item.get("native_dtype", False)
     if not isinstance(native, bool):
         raise PTQUserError(f"[eval] native_dtype must be true or false, got {native!r}")
+    bos = item.get("bos", "auto")
+    if bos not in ("auto", True, False):
+        raise PTQUserError(f"[eval] bos must be \"auto\", true or false, got {bos!r}")
+    seed = item.get("window_seed")
     return Evaluation(seqlen=_int(item.get("seqlen", 512), "[eval] seqlen", minimum=2),
-                      max_windows=None if mw is None else _int(mw, "[eval] max_windows"), native_dtype=native)
+                      max_windows=None if mw is None else _int(mw, "[eval] max_windows"), native_dtype=native,
+                      window_seed=None if seed is None else _int(seed, "[eval] window_seed", minimum=0),
+                      bos=None if bos == "auto" else bos,
+                      kl_topk=None if item.get("kl_topk") is None else _int(item["kl_topk"], "[eval] kl_topk", minimum=0))
