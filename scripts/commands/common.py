@@ -34,3 +34,19 @@ def info(args: argparse.Namespace, msg: str) -> None:
     """A progress line on stderr (silenced by --quiet)."""
     if not getattr(args, "quiet", False):
         print(msg, file=sys.stderr, flush=True)
+
+
+def source_gguf(model: str | None, vocab_size: int):
+    """The GGUF file a model came from (the built-in alias or a ``.gguf`` path) when its tokenizer has
+    ``vocab_size`` tokens: GGUF exports copy that file's tokenizer keys. ``None`` otherwise."""
+    from pathlib import Path
+
+    from calibration.models.loading import ALIASES
+    from ptq.checkpoint.gguf_vocab import gguf_vocab_size
+
+    if not model:
+        return None
+    path = ALIASES[model]() if model in ALIASES else Path(model)
+    if path.suffix != ".gguf" or not path.is_file():
+        return None
+    return path if gguf_vocab_size(path) == vocab_size else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ptq.checkpoint.formats import FORMATS
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import all_methods
 from scripts.methods.w8a8 import add_act_arguments
@@ -41,9 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--output", required=True, help="folder to write (must not exist unless --overwrite)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    o.add_argument("--format", default="ptq", choices=["ptq", "gptq", "float"],
+    o.add_argument("--format", default="ptq", metavar="{" + ",".join((*FORMATS, "float")) + "}",
                    help="ptq: packed safetensors + quantization_config (default); gptq: the GPTQ checkpoint "
                         "layout (AutoGPTQ / GPTQModel / transformers; weight-only, channel or group); "
+                        "compressed-tensors: vLLM / transformers (weight-only and W8A8; needs ptq[serve]); "
+                        "gguf:Q4_0|Q4_1|Q8_0: llama.cpp (weight-only grids the block type holds exactly); "
                         "float: the fake-quantized float weights (save_pretrained)")
     add_quiet(p)
 
@@ -59,19 +62,46 @@ def build_recipe(args: argparse.Namespace):
 
 
 def check_format(args: argparse.Namespace) -> None:
-    """``--format gptq`` holds weight-only grids with per-channel or per-group scales."""
-    if args.format != "gptq" or args.recipe:
+    """Refuse before calibrating what ``--format`` cannot hold (the exporters check the result exactly)."""
+    if args.format == "float":
+        return
+    from ptq.checkpoint.formats import parse_format
+
+    kind, qtype = parse_format(args.format)
+    if kind == "ptq" or args.recipe:
+        return
+    act_order_groups = (getattr(args, "act_order", False) and args.granularity == "group"
+                        and not getattr(args, "static_groups", False))
+    if kind == "compressed-tensors":
+        if args.method == "llm-int8":
+            raise PTQUserError("--format compressed-tensors has no LLM.int8() layout (outliers in float); use --format ptq")
+        if act_order_groups and args.method == "gptq":
+            raise PTQUserError("--format compressed-tensors has no act-order groups (g_idx, removed in compressed-tensors "
+                             "0.20); add --static-groups")
         return
     from ptq import QuantSpec
+    from ptq.checkpoint.gguf_blocks import QTYPES, spec_misfit
     from ptq.checkpoint.gptq_format import check_gptq_spec
     from ptq.modules.swap import WEIGHT_ONLY_METHODS
 
     if args.method not in WEIGHT_ONLY_METHODS or args.act_bits is not None:
         asked = f"--method {args.method}" + (" --act-bits 8" if args.act_bits is not None else "")
-        raise PTQUserError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
-                         f"not {asked}")
-    check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
-                              group_size=args.group_size))
+        hint = "; W8A8 goes to --format compressed-tensors" if kind == "gguf" and args.method != "llm-int8" else ""
+        raise PTQUserError(f"--format {args.format} holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
+                         f"not {asked}{hint}")
+    if kind == "gptq":
+        check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
+                                  group_size=args.group_size))
+        return
+    why = spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, qtype or "Q4_0")
+    if why:
+        fits = [t for t in QTYPES if t != qtype
+                and spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, t) is None]
+        hint = f"--format gguf:{' or gguf:'.join(fits)} may fit" if fits else "no GGUF type fits"
+        raise PTQUserError(f"--format {args.format} cannot hold this grid exactly: {why}; {hint} "
+                         "(compressed-tensors, gptq and ptq hold any weight-only grid)")
+    if act_order_groups:
+        raise PTQUserError(f"--format {args.format}: act-order groups (g_idx) do not cover whole blocks; add --static-groups")
 
 
 def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folder) -> None:
@@ -80,10 +110,11 @@ def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folde
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return
-    from ptq.checkpoint import export_gptq, save_quantized
+    from ptq.checkpoint.formats import export
+    from scripts.commands.common import source_gguf
 
-    writer = export_gptq if args.format == "gptq" else save_quantized
-    writer(model, folder, result.records, tokenizer=tokenizer, extra=report, overwrite=True)
+    export(model, folder, args.format, result.records, tokenizer=tokenizer, extra=report, overwrite=True,
+           tokenizer_gguf=source_gguf(args.model, model.config.vocab_size) if args.format.startswith("gguf") else None)
 
 
 def run(args: argparse.Namespace) -> int:
