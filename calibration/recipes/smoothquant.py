@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
@@ -236,10 +235,7 @@ class SmoothQuantStep(Step):
 
     def _search_context(self, ctx: BlockContext) -> BlockContext:
         """``ctx`` restricted to the mini-batches holding the first ``search_samples`` segments."""
-        if not self.search_samples or self.search_samples >= ctx.inputs.num_samples:
-            return ctx
-        per_batch = ctx.inputs.hidden[0].shape[0]
-        return ctx.on_batches(math.ceil(self.search_samples / per_batch), records=ctx.records)
+        return ctx.first_samples(self.search_samples)
 
     def process_block(self, ctx: BlockContext) -> None:
         plan = self._plan(ctx)

@@ -80,6 +80,10 @@ class Step:
     def initialize(self, model: nn.Module) -> None:
         """Called once before the first block."""
 
+    def link_next(self, following: "Step | None") -> None:
+        """Called by :class:`Recipe` with the step after this one (``None``: the last); a step that
+        depends on its successor overrides it (AWQ searches for the next step's weight format)."""
+
     def process_block(self, ctx: BlockContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -25,7 +25,7 @@ from ptq.modules.linear4bit import Linear4bit
 from ptq.modules.quant_linear import QuantLinear
 
 #: Record methods whose layers are weight-only grids that :class:`QuantLinear` stores.
-WEIGHT_ONLY_METHODS = {"rtn", "gptq"}
+WEIGHT_ONLY_METHODS = {"rtn", "gptq", "awq"}
 
 
 def register_weight_only_method(name: str) -> None:
