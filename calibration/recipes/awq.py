@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -118,6 +118,7 @@ class AWQStep(Step):
     search_samples: int = field(default=8, metadata={"omit_default": True})
     clip: bool = field(default=True, metadata={"omit_default": True})
     clip_skip: tuple[str, ...] = field(default=CLIP_SKIP, metadata={"omit_default": True})
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_summary",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         given = [f for f in SPEC_FIELDS if getattr(self, f) is not None]
