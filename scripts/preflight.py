@@ -117,7 +117,9 @@ def check_grid(config: Any, force: bool, command: str = "table") -> None:
     A model whose config cannot be read here is left to the grid runner's own error handling."""
     from calibration.models.loading import ModelNotFoundError, resolve_device
     from calibration.plan import Capacity, RunSpec, current_rss, estimate, estimate_eval, judge, model_shape
+    from scripts.grid.hub_check import check_hub
 
+    check_hub(config)  # offline, a grid of hub models fails at once, before any config is looked up
     device = resolve_device(config.device)
     base = current_rss()
     c, e = config.calibration, config.eval

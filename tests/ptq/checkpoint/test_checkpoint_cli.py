@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_model, make_tokenizer
+from ckpt_helpers import make_model, make_tokenizer
 
 from scripts.cli import main
 

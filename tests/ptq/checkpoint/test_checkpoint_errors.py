@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_model, quantize_tiny
+from ckpt_helpers import make_model, quantize_tiny
 from safetensors.torch import load_file, save_file
 
 from ptq import QuantSpec

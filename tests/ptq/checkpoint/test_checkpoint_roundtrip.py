@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import block_linears, logits, make_model, quantize_tiny
+from ckpt_helpers import block_linears, logits, make_model, quantize_tiny
 from safetensors import safe_open
 
 from ptq import QuantSpec

@@ -6,7 +6,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import block_linears, make_model, quantize_tiny
+from ckpt_helpers import block_linears, make_model, quantize_tiny
 
 from ptq import QuantSpec
 from ptq.checkpoint import export_gptq, save_quantized

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import logits, make_model, make_tokenizer, quantize_tiny
+from ckpt_helpers import logits, make_model, make_tokenizer, quantize_tiny
 
 from ptq import QuantSpec
 from ptq.checkpoint.compressed_tensors_format import export_compressed_tensors

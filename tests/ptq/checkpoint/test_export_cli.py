@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_model, make_tokenizer
+from ckpt_helpers import make_model, make_tokenizer
 from test_checkpoint_cli import run
 
 from scripts.cli import main
@@ -107,15 +107,13 @@ def test_quantize_refuses_formats_early(checkpoints, tmp_path, capsys, flags, fm
     assert _nothing_written(tmp_path / "o")
 
 
-def test_quantize_writes_gguf(corpus, tmp_path, capsys):
+def test_quantize_writes_gguf(corpus, bpe_tokenizer, tmp_path, capsys):
     """A BPE tokenizer goes into the GGUF as gpt2 tokens and merges."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from conftest import make_bpe_tokenizer
-
-    tok = make_bpe_tokenizer(3 + 256 + 6)
+    tok = bpe_tokenizer
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,

@@ -7,7 +7,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, quantize_tiny
+from ckpt_helpers import make_model, quantize_tiny
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from ptq import QuantSpec

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import logits, make_model, quantize_tiny
+from ckpt_helpers import logits, make_model, quantize_tiny
 from safetensors.numpy import load_file as np_load_file
 
 from ptq import QuantSpec, quantize
