@@ -30,7 +30,7 @@ from ptq.errors import PTQUserError
 
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
 from ptq.algorithms.zeropoint import zeropoint_dequantize, zeropoint_matmul, zeropoint_quantize_rows
-from ptq.kernels import PackedWeight, int8_matmul
+from ptq.kernels import PackedWeight, int8_matmul, rescale
 
 __all__ = ["QMAX", "absmax_quantize", "outlier_columns", "check_threshold", "int8_matmul_dequant",
            "dequantize_weight", "decomposed_matmul"]
@@ -61,7 +61,7 @@ def check_threshold(threshold: float) -> None:
 
 def _rescale(acc: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
     """``(s_x s_w^T) * acc`` for int32 ``acc [M, N]``, ``s_x`` ``[M, 1]`` or ``[]``, ``s_w`` ``[N, 1]`` or ``[]``."""
-    return torch.mul(acc, s_x).mul_(s_w.reshape(1, -1) if s_w.dim() else s_w)
+    return rescale(acc, s_x, s_w)
 
 
 def int8_matmul_dequant(
