@@ -30,6 +30,15 @@ def _sources(module: nn.Module) -> tuple[torch.Tensor | None, ...]:
     return tuple(module._buffers.values())
 
 
+def _derived_in(module: nn.Module, name: str, dtype: torch.dtype, build):
+    """``derived(module, name, buffers, build)`` for activations of ``dtype``: one cache per name, rebuilt
+    (the old one dropped) when the dtype changes, so a model moved to another dtype keeps no stale copy."""
+    cache = module.__dict__.get(f"_derived_{name}")
+    if cache is not None and cache[1] is not None and cache[1][-1] != dtype:
+        del module.__dict__[f"_derived_{name}"]
+    return derived(module, name, _sources(module), lambda: (*build(), dtype))
+
+
 def resolve_backend(module: nn.Module, x2: torch.Tensor) -> str:
     """The backend ``module`` uses for the 2-D input ``x2`` (``module.backend`` or ``"auto"``)."""
     spec = module.spec
@@ -45,8 +54,9 @@ def resolve_backend(module: nn.Module, x2: torch.Tensor) -> str:
     return backend
 
 
-def _int4(module: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """``(packed, SZ, perm)`` in ``dtype``, or ``None`` when an act-order ``g_idx`` has no consecutive order."""
+def _int4(module: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor | None, ...]:
+    """``(packed, SZ, perm, dtype)`` with ``SZ`` in ``dtype``; ``packed`` is ``None`` when an act-order
+    ``g_idx`` has no consecutive order (groups of unequal sizes)."""
     def build():
         g = module.spec.group_size
         codes, scale, zero = module.codes(), module.scales.float(), module.zeros()
@@ -54,23 +64,24 @@ def _int4(module: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Te
         if module.g_idx is not None:
             perm = group_order(module.g_idx, g)
             if perm is None:
-                return None
+                return None, None, None
             codes = codes.index_select(1, perm)
         packed, SZ = int4pack_weight(codes, scale, zero, g)
         return packed, SZ.to(dtype), perm
-    return derived(module, f"int4pack_{dtype}", _sources(module), build)
+    return _derived_in(module, "int4pack", dtype, build)
 
 
-def _int8(module: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _int8(module: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor | None, ...]:
+    """``(Q8, s, c, dtype)`` with ``s``, ``c`` in ``dtype`` (:func:`int8pack_weight`)."""
     def build():
         q8, s, c = int8pack_weight(module.codes(), module.scales.float(), module.zeros())
         return q8, s.to(dtype), None if c is None else c.to(dtype)
-    return derived(module, f"int8pack_{dtype}", _sources(module), build)
+    return _derived_in(module, "int8pack", dtype, build)
 
 
 def cached_weight(module: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     """``module.dequantize_weight()`` in ``dtype``, built once and reused until a buffer changes."""
-    return derived(module, f"weight_{dtype}", _sources(module), lambda: module.dequantize_weight().to(dtype))
+    return _derived_in(module, "weight", dtype, lambda: (module.dequantize_weight().to(dtype),))[0]
 
 
 def weight_only_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -80,11 +91,12 @@ def weight_only_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     backend = resolve_backend(module, x2)
     y = None
     if backend == "int4pack":
-        w = _int4(module, x.dtype)
-        if w is not None:
-            y = int4pack_matmul(x2, w[0], w[1], module.spec.group_size, w[2])
+        packed, SZ, perm, _ = _int4(module, x.dtype)
+        if packed is not None:
+            y = int4pack_matmul(x2, packed, SZ, module.spec.group_size, perm)
     elif backend == "int8pack":
-        y = int8pack_matmul(x2, *_int8(module, x.dtype))
+        q8, s, c, _ = _int8(module, x.dtype)
+        y = int8pack_matmul(x2, q8, s, c)
     elif backend == "dequant":
         return dequant_forward(module, x, bias)
     if y is None:  # "cached", or an act-order map the int4 kernel cannot take

@@ -99,3 +99,13 @@ def test_act_order_int4_is_permuted_once():
     ref = run(ql, x, "dequant")
     y = run(ql, x, "int4pack")
     assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_one_cached_weight_per_layer_across_dtypes():
+    ql = packed(QuantSpec(3, granularity="group", group_size=64))
+    x = torch.randn(4, 256)
+    ql(x)
+    ql(x.bfloat16())
+    cached = [v for k, v in vars(ql).items() if k.startswith("_derived_")]
+    assert len(cached) == 1 and cached[0][1][0].dtype == torch.bfloat16  # the float32 copy was dropped
+    assert torch.equal(ql(x), run(ql, x, "dequant"))
