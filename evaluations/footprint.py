@@ -5,7 +5,10 @@ Each parameter / buffer storage is counted once (tied embeddings count once). La
 stored packed, the layout of :class:`ptq.modules.QuantLinear`:
 
     codes: out x ceil(in * bits / 32) int32 words;  scales: one float16 per (row, group);
-    zeros: ``bits`` bits per (row, group), packed (asymmetric only);  bias as stored.
+    zeros: ``bits`` bits per (row, group), packed (asymmetric only), or a float16 / float32 per
+    (row, group) for real-valued zeros (HQQ);  bias as stored.
+    nf4 / fp4 (:class:`ptq.modules.Linear4bit`): 4 bits per weight, a float32 absmax per block, or
+    with double quantization one byte per block plus a float32 per 256 blocks and one offset.
 
 Packed quantized modules (anything with ``footprint_bytes()``) report their own bytes.
 """
@@ -67,9 +70,16 @@ def packed_weight_bytes(out_features: int, in_features: int, spec: QuantSpec) ->
     else:
         spec.check_shape(in_features)
         rows, groups = out_features, in_features // spec.group_size
+    if spec.codebook:
+        from ptq.modules.linear4bit import codebook_weight_bytes
+
+        return codebook_weight_bytes(out_features, in_features, spec)
     codes = out_features * packed_length(in_features, spec.bits) * 4
     scales = rows * groups * 2
-    zeros = 0 if spec.symmetric else groups * packed_length(rows, spec.bits) * 4
+    if spec.float_zero:
+        zeros = rows * groups * (2 if spec.zero_dtype == "float16" else 4)
+    else:
+        zeros = 0 if spec.symmetric else groups * packed_length(rows, spec.bits) * 4
     return codes + scales + zeros
 
 

@@ -10,24 +10,37 @@ is one forward pass, every token after the first of a window is predicted, and
 ``windows * seqlen``, the same number.) With ``stride < seqlen`` the sliding-window variant
 of the ``transformers`` perplexity guide is used instead: windows start every ``stride``
 tokens and only the tokens not scored by an earlier window count, each seeing up to
-``seqlen - 1`` tokens of context.
+``seqlen - 1`` tokens of context. The windows (also a seeded sample of them, and BOS in
+front of each) are defined once in :mod:`evaluations.windows`; the standard errors over
+windows in :mod:`evaluations.stats`.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from evaluations.stats import ppl_se
 from ptq.errors import PTQUserError
+from evaluations.windows import WindowPlan, plan_windows, window_logits, windows
+
+__all__ = ["PerplexityResult", "perplexity", "perplexity_from_ids", "score_windows", "resolve_bos", "windows",
+           "window_nll"]
 
 
 @dataclass
 class PerplexityResult:
-    """Perplexity and what it was computed over; ``nll`` is the mean NLL in nats."""
+    """Perplexity and what it was computed over; ``nll`` is the mean NLL in nats.
+
+    ``ppl_se`` / ``nll_se``: standard errors over windows (:mod:`evaluations.stats`; None for
+    one window). ``window_nll`` / ``window_tokens`` / ``window_begins``: each window's mean NLL,
+    scored tokens and first token, so two runs on the same windows can be compared pairwise.
+    """
 
     ppl: float
     nll: float
@@ -37,32 +50,16 @@ class PerplexityResult:
     stride: int
     seconds: float
     tokens_per_s: float  # tokens passed through the model per second
+    ppl_se: float | None = None
+    nll_se: float | None = None
+    bos: bool = False  # a BOS token was fed in front of every window
+    window_seed: int | None = None
+    window_nll: list[float] = field(default_factory=list)
+    window_tokens: list[int] = field(default_factory=list)
+    window_begins: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def windows(n_tokens: int, seqlen: int, stride: int | None = None, max_windows: int | None = None) -> list[tuple[int, int]]:
-    """``(begin, first_scored)`` per window: window ``[begin, begin + seqlen)`` scores the
-    tokens from ``first_scored`` on (``first_scored == begin + 1`` for the first window of
-    the protocol, i.e. everything but its first token)."""
-    if seqlen < 2:
-        raise PTQUserError(f"seqlen must be at least 2, got {seqlen}")
-    stride = seqlen if stride is None else stride
-    if not 1 <= stride <= seqlen:
-        raise PTQUserError(f"stride must be between 1 and seqlen ({seqlen}), got {stride}")
-    if max_windows is not None and max_windows < 1:
-        raise PTQUserError(f"max_windows must be at least 1, got {max_windows}")
-    if n_tokens < seqlen:
-        raise PTQUserError(f"the text has {n_tokens} tokens, fewer than one window of {seqlen}; "
-                         f"use a smaller seqlen or a larger corpus")
-    out, scored_until = [], 0
-    for begin in range(0, n_tokens - seqlen + 1, stride):
-        out.append((begin, max(begin + 1, scored_until)))
-        scored_until = begin + seqlen
-        if max_windows is not None and len(out) == max_windows:
-            break
-    return out
 
 
 NLL_ROWS = 128  # rows of logits per cross-entropy call: keeps log-softmax in cache (4x faster than whole)
@@ -76,7 +73,34 @@ def window_nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return total
 
 
-@torch.inference_mode()
+WindowHook = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+def score_windows(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, batch_size: int = 1, progress: bool = False,
+                  on_window: WindowHook | None = None) -> PerplexityResult:
+    """Perplexity of ``model`` over the windows of ``plan``; ``on_window(index, logits, targets)``
+    sees every window's scored logits too (KL to a reference is computed from the same pass)."""
+    sums = [0.0] * len(plan.spans)
+    start = time.perf_counter()
+    for w, logits, targets in window_logits(model, ids, plan, batch_size, progress, desc="perplexity"):
+        sums[w] = window_nll(logits, targets)
+        if on_window is not None:
+            on_window(w, logits, targets)
+    seconds = time.perf_counter() - start
+    counts = list(plan.counts)
+    per_window = [s / c for s, c in zip(sums, counts)]
+    nll = sum(sums) / plan.tokens
+    _, se = ppl_se(per_window, counts)
+    fed = len(plan.spans) * (plan.seqlen + (plan.bos is not None))
+    return PerplexityResult(
+        ppl=math.exp(nll), nll=nll, tokens=plan.tokens, windows=len(plan.spans), seqlen=plan.seqlen,
+        stride=plan.stride, seconds=seconds, tokens_per_s=fed / seconds if seconds > 0 else float("inf"),
+        ppl_se=se, nll_se=None if se is None else se / math.exp(nll), bos=plan.bos is not None,
+        window_seed=plan.window_seed, window_nll=per_window, window_tokens=counts,
+        window_begins=[b for b, _ in plan.spans],
+    )
+
+
 def perplexity_from_ids(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -85,38 +109,30 @@ def perplexity_from_ids(
     stride: int | None = None,
     batch_size: int = 1,
     progress: bool = False,
+    window_seed: int | None = None,
+    bos: int | None = None,
 ) -> PerplexityResult:
-    """Perplexity of ``model`` on a ``[1, N]`` (or ``[N]``) token tensor (module docstring)."""
+    """Perplexity of ``model`` on a ``[1, N]`` (or ``[N]``) token tensor (module docstring);
+    ``bos``: a token id fed in front of every window (None: the papers' raw windows)."""
     ids = input_ids.reshape(-1)
-    spans = windows(ids.numel(), seqlen, stride, max_windows)
-    device = next(model.parameters()).device
-    nll_sum, scored = 0.0, 0
-    start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    plan = plan_windows(ids.numel(), seqlen, stride, max_windows, window_seed, bos)
+    return score_windows(model, ids, plan, batch_size, progress)
 
-        bar = tqdm(total=len(spans), desc="perplexity", unit="window", leave=False)
-    for i in range(0, len(spans), batch_size):
-        chunk = spans[i:i + batch_size]
-        batch = torch.stack([ids[b:b + seqlen] for b, _ in chunk]).to(device)
-        logits = model(input_ids=batch, use_cache=False).logits
-        for row, (begin, first) in enumerate(chunk):
-            k = first - begin  # first scored position inside the window (>= 1)
-            nll_sum += window_nll(logits[row, k - 1:seqlen - 1], batch[row, k:])
-            scored += seqlen - k
-        del logits
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
-    nll = nll_sum / scored
-    return PerplexityResult(
-        ppl=math.exp(nll), nll=nll, tokens=scored, windows=len(spans), seqlen=seqlen,
-        stride=seqlen if stride is None else stride, seconds=seconds,
-        tokens_per_s=len(spans) * seqlen / seconds if seconds > 0 else float("inf"),
-    )
+
+def resolve_bos(tokenizer: Any, bos: bool | None = None) -> int | None:
+    """The token id to feed in front of every window: ``None`` (auto) follows what the tokenizer
+    adds (:func:`calibration.data.bos.bos_token_id`), ``False`` is the papers' protocol, ``True``
+    forces the tokenizer's BOS token."""
+    from calibration.data.bos import bos_token_id
+
+    if bos is None:
+        return bos_token_id(tokenizer)
+    if not bos:
+        return None
+    token = getattr(tokenizer, "bos_token_id", None)
+    if token is None:
+        raise PTQUserError("the tokenizer has no BOS token; evaluate without BOS (bos=False / --no-bos)")
+    return int(token)
 
 
 def perplexity(
@@ -129,9 +145,13 @@ def perplexity(
     stride: int | None = None,
     batch_size: int = 1,
     progress: bool = False,
+    window_seed: int | None = None,
+    bos: bool | None = None,
 ) -> PerplexityResult:
-    """Perplexity of ``model`` on the ``split`` of a corpus (a named source or a local path)."""
+    """Perplexity of ``model`` on the ``split`` of a corpus (a named source or a local path);
+    ``bos`` as :func:`resolve_bos` (default: a BOS in front of every window iff the tokenizer adds one)."""
     from calibration.data import tokenize_corpus
 
     ids = tokenize_corpus(tokenizer, source, split)
-    return perplexity_from_ids(model, ids, seqlen, max_windows, stride, batch_size, progress)
+    return perplexity_from_ids(model, ids, seqlen, max_windows, stride, batch_size, progress, window_seed,
+                               resolve_bos(tokenizer, bos))

@@ -20,15 +20,23 @@ Cell = tuple[str, str, str]  # (method, model, dataset)
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation of ``n`` repeats (``std`` is None for one)."""
+    """Mean and sample standard deviation of ``n`` repeats (``std`` is None for one); ``se``: the
+    standard error of ``mean`` (a single record's own SE over windows, ``std / sqrt(n)`` for repeats)."""
 
     mean: float
     std: float | None
     n: int
+    se: float | None = None
 
     @classmethod
-    def of(cls, values: list[float]) -> "Stat":
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+    def of(cls, values: list[float], ses: list[float | None] | None = None) -> "Stat":
+        n = len(values)
+        std = statistics.stdev(values) if n > 1 else None
+        se = (ses or [None])[0] if n == 1 else std / math.sqrt(n)
+        return cls(statistics.fmean(values), std, n, None if se is None else float(se))
+
+
+Windows = tuple[tuple[int, ...], list[float], list[int]]  # (begins, mean NLL per window, scored tokens per window)
 
 
 @dataclass
@@ -41,6 +49,10 @@ class Table:
     published: dict[Cell, float] = field(default_factory=dict)
     #: per method (first model that has it): weights MiB, bits per weight, quantization seconds
     footprint: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    kl: dict[Cell, Stat] = field(default_factory=dict)  # mean KL to the float model (nats)
+    top1: dict[Cell, Stat] = field(default_factory=dict)  # share of positions with the float model's top token
+    windows: dict[Cell, Windows] = field(default_factory=dict)  # single-record cells: per-window NLLs (pairing)
+    bos: dict[str, bool] = field(default_factory=dict)  # per model: a BOS token led every evaluation window
 
     @property
     def columns(self) -> list[tuple[str, str]]:
@@ -50,6 +62,20 @@ class Table:
         v, b = self.values.get((method, model, dataset)), self.values.get((self.baseline or "", model, dataset))
         return None if v is None or b is None else v.mean - b.mean
 
+    def compare(self, a: str, b: str, model: str, dataset: str) -> tuple[float, float | None, bool | None] | None:
+        """``(ppl_a - ppl_b, its SE, within noise)`` of two rows (module docstring), None if a cell is missing."""
+        from evaluations.stats import paired_ppl_delta, unpaired_delta, within_noise
+
+        va, vb = self.values.get((a, model, dataset)), self.values.get((b, model, dataset))
+        if va is None or vb is None:
+            return None
+        wa, wb = self.windows.get((a, model, dataset)), self.windows.get((b, model, dataset))
+        if wa is not None and wb is not None and wa[0] == wb[0] and wa[2] == wb[2]:
+            d, se = paired_ppl_delta(wa[1], wb[1], wa[2])
+        else:
+            d, se = unpaired_delta(va.mean, va.se, vb.mean, vb.se)
+        return d, se, within_noise(d, se)
+
 
 def build_table(records: Iterable[Mapping[str, Any]], methods: list[str], models: list[str], datasets: list[str],
                 baseline: str | None = None, published: Mapping[str, Any] | None = None) -> Table:
@@ -57,19 +83,34 @@ def build_table(records: Iterable[Mapping[str, Any]], methods: list[str], models
 
     ``published``: ``{method: {model: {dataset: ppl}}}`` (the ``numbers`` of a published file).
     """
-    groups: dict[Cell, list[float]] = {}
+    groups: dict[Cell, list[Mapping[str, Any]]] = {}
     footprints: dict[str, tuple[float, float, float]] = {}
+    bos: dict[str, bool] = {}
     for rec in records:
         cell = (rec["method"], rec["model"], rec["dataset"])
-        groups.setdefault(cell, []).append(float(rec["ppl"]))
+        groups.setdefault(cell, []).append(rec)
+        if rec.get("bos") is not None:
+            bos.setdefault(rec["model"], bool(rec["bos"]))
         fp = rec.get("footprint") or {}
         if rec["method"] not in footprints and fp.get("total_bytes") and (not models or rec["model"] == models[0]):
             footprints[rec["method"]] = (fp["total_bytes"] / 2**20, float(rec.get("bits_per_weight") or 0),
                                          float(rec.get("quantize_s") or 0))
     pub = {(meth, mod, ds): float(v) for meth, by_model in (published or {}).items()
            for mod, by_ds in by_model.items() for ds, v in by_ds.items()}
-    return Table(list(methods), list(models), list(datasets), {c: Stat.of(v) for c, v in groups.items()},
-                 baseline, pub, footprints)
+    values = {c: Stat.of([float(r["ppl"]) for r in g], [r.get("ppl_se") for r in g]) for c, g in groups.items()}
+    kl = {c: Stat.of([r["kl"]["kl_mean"] for r in g], [r["kl"].get("kl_se") for r in g])
+          for c, g in groups.items() if all(r.get("kl") for r in g)}
+    top1 = {c: Stat.of([r["kl"]["top1"] for r in g], [r["kl"].get("top1_se") for r in g])
+            for c, g in groups.items() if all(r.get("kl") for r in g)}
+    windows = {c: _windows(g[0]) for c, g in groups.items() if len(g) == 1 and _windows(g[0]) is not None}
+    return Table(list(methods), list(models), list(datasets), values, baseline, pub, footprints, kl, top1, windows, bos)
+
+
+def _windows(rec: Mapping[str, Any]) -> Windows | None:
+    p = rec.get("perplexity") or {}
+    if not p.get("window_nll"):
+        return None
+    return tuple(p["window_begins"]), list(p["window_nll"]), list(p["window_tokens"])
 
 
 def fmt(value: float | None, signed: bool = False) -> str:
@@ -85,14 +126,24 @@ def fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def _stat_text(s: Stat | None, pm: str) -> str:
+def _se_text(se: float) -> str:
+    """An SE to two decimals as the papers print, three below 0.01 (a paired SE is often that small)."""
+    return f"{se:.3f}" if 0 < se < 0.01 else fmt(se)
+
+
+def _stat_text(s: Stat | None, pm: str, digits: int | None = None, scale: float = 1.0) -> str:
+    """``mean ± std`` of repeats, ``mean ± SE`` of one record, ``mean`` alone when neither is known."""
     if s is None:
         return ""
-    return fmt(s.mean) if s.std is None else f"{fmt(s.mean)}{pm}{fmt(s.std)}"
+    spread = s.std if s.n > 1 else s.se
+    if digits is not None:
+        text = f"{s.mean * scale:.{digits}f}"
+        return text if spread is None else f"{text}{pm}{spread * scale:.{digits}f}"
+    return fmt(s.mean) if spread is None else f"{fmt(s.mean)}{pm}{_se_text(spread)}"
 
 
 def _header_cells(table: Table, delta: bool, published: bool) -> list[tuple[str, str, str]]:
-    """``(model, dataset, kind)`` per value column; kind in ppl / delta / published."""
+    """``(model, dataset, kind)`` per value column; kind in ppl / published / delta / kl / top1."""
     out = []
     for model, ds in table.columns:
         out.append((model, ds, "ppl"))
@@ -100,22 +151,61 @@ def _header_cells(table: Table, delta: bool, published: bool) -> list[tuple[str,
             out.append((model, ds, "published"))
         if delta and table.baseline:
             out.append((model, ds, "delta"))
+        if table.kl:
+            out += [(model, ds, "kl"), (model, ds, "top1")]
     return out
 
 
+NOISE_MARK = " ≈"
+
+
+def _delta_text(table: Table, method: str, model: str, ds: str, pm: str) -> str:
+    if method == table.baseline:
+        return fmt(table.delta(method, model, ds), signed=True)
+    c = table.compare(method, table.baseline or "", model, ds)
+    if c is None:
+        return ""
+    d, se, noise = c
+    text = fmt(d, signed=True) + ("" if se is None else f"{pm}{_se_text(se)}")
+    return text + (NOISE_MARK if noise else "")
+
+
 def _cell_text(table: Table, method: str, model: str, ds: str, kind: str, pm: str) -> str:
+    cell = (method, model, ds)
     if kind == "ppl":
-        return _stat_text(table.values.get((method, model, ds)), pm)
+        return _stat_text(table.values.get(cell), pm)
     if kind == "published":
-        return fmt(table.published.get((method, model, ds)))
-    return fmt(table.delta(method, model, ds), signed=True)
+        return fmt(table.published.get(cell))
+    if kind == "kl":
+        return _stat_text(table.kl.get(cell), pm, digits=4)
+    if kind == "top1":
+        return _stat_text(table.top1.get(cell), pm, digits=1, scale=100.0)
+    return _delta_text(table, method, model, ds, pm)
 
 
-_KIND_SUFFIX = {"ppl": "", "published": " (paper)", "delta": " Δ"}
+_KIND_SUFFIX = {"ppl": "", "published": " (paper)", "delta": " Δ", "kl": " KL", "top1": " top-1 %"}
+
+
+def legend(table: Table, delta: bool) -> list[str]:
+    """Lines under a table: what ± means, the noise mark, BOS per model."""
+    out = []
+    has_se = any(s.se is not None for s in table.values.values())
+    if has_se:
+        out.append("ppl ± SE over evaluation windows (± std over calibration seeds when repeated).")
+    if delta and table.baseline and has_se:
+        out.append(f"Δ = ppl − {table.baseline}, ± its SE (paired over windows when both rows have the same windows); "
+                   f"{NOISE_MARK.strip()} = within noise (|Δ| < 2 SE).")
+    if table.kl:
+        out.append("KL = mean KL(float ‖ row) of next-token distributions (nats, top-k cached float logits); "
+                   "top-1 % = positions whose most likely token is the float model's.")
+    if table.bos:
+        out.append("BOS in front of every window: " + ", ".join(f"{m} {'yes' if b else 'no'}"
+                                                                 for m, b in table.bos.items()) + ".")
+    return out
 
 
 def to_markdown(table: Table, delta: bool = False, published: bool = False) -> str:
-    """A GitHub Markdown table (``±`` for repeats)."""
+    """A GitHub Markdown table (``±`` for SEs and repeats), then its legend."""
     cols = _header_cells(table, delta, published)
     head = ["method"] + [f"{m} {d}{_KIND_SUFFIX[k]}" for m, d, k in cols]
     extra = ["weights (MiB)", "bits/weight", "quant. s"] if table.footprint else []
@@ -126,35 +216,61 @@ def to_markdown(table: Table, delta: bool = False, published: bool = False) -> s
             fp = table.footprint.get(method)
             cells += [f"{fp[0]:.1f}", f"{fp[1]:.2f}", f"{fp[2]:.0f}"] if fp else ["", "", ""]
         lines.append("| " + " | ".join([method] + cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = legend(table, delta)
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def _num(v: float | int | None) -> Any:
+    return "" if v is None else repr(v)
 
 
 def to_csv(table: Table, delta: bool = False, published: bool = False) -> str:
-    """Full-precision numbers; ``_std`` / ``_n`` columns when some cell was repeated."""
+    """Full-precision numbers; ``_std`` / ``_n`` columns when some cell was repeated, ``/se`` columns
+    when some cell has an SE; KL / top-1 and their SEs; the delta's SE and within-noise flag."""
     cols = _header_cells(table, delta, published)
     repeated = any(s.n > 1 for s in table.values.values())
+    has_se = any(s.se is not None for s in table.values.values())
     head = ["method"]
     for m, d, k in cols:
-        head.append(f"{m}/{d}" + {"ppl": "", "published": "/published", "delta": "/delta"}[k])
+        head.append(f"{m}/{d}" + {"ppl": "", "published": "/published", "delta": "/delta", "kl": "/kl",
+                                  "top1": "/top1"}[k])
         if k == "ppl" and repeated:
             head += [f"{m}/{d}/std", f"{m}/{d}/n"]
+        if k == "ppl" and has_se:
+            head.append(f"{m}/{d}/se")
+        if k in ("kl", "top1"):
+            head.append(f"{m}/{d}/{k}/se")
+        if k == "delta" and has_se:
+            head += [f"{m}/{d}/delta/se", f"{m}/{d}/delta/within_noise"]
+    if table.bos:
+        head.append("bos")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
     for method in table.methods:
         row: list[Any] = [method]
         for m, d, k in cols:
-            s = table.values.get((method, m, d))
+            cell = (method, m, d)
+            s = table.values.get(cell)
             if k == "ppl":
                 row.append("" if s is None else repr(s.mean))
                 if repeated:
                     row += ["" if s is None or s.std is None else repr(s.std), "" if s is None else s.n]
+                if has_se:
+                    row.append("" if s is None else _num(s.se))
             elif k == "published":
-                v = table.published.get((method, m, d))
-                row.append("" if v is None else repr(v))
+                row.append(_num(table.published.get(cell)))
+            elif k in ("kl", "top1"):
+                st = (table.kl if k == "kl" else table.top1).get(cell)
+                row += ["", ""] if st is None else [repr(st.mean), _num(st.se)]
             else:
-                v = table.delta(method, m, d)
-                row.append("" if v is None else repr(v))
+                row.append(_num(table.delta(method, m, d)))
+                if has_se:
+                    c = table.compare(method, table.baseline or "", m, d) if method != table.baseline else None
+                    row += ["", ""] if c is None else [_num(c[1]), "" if c[2] is None else str(c[2]).lower()]
+        if table.bos:
+            row.append(" ".join(f"{mod}={'yes' if table.bos.get(mod) else 'no'}" for mod in table.models
+                                if mod in table.bos))
         w.writerow(row)
     return buf.getvalue()
 
@@ -175,7 +291,7 @@ def to_latex(table: Table, delta: bool = False, published: bool = False, caption
                                           for m in table.models]) + r" \\")
     rules = [rf"\cmidrule(lr){{{2 + i * per_model}-{1 + (i + 1) * per_model}}}" for i in range(len(table.models))]
     lines.append(" ".join(rules))
-    suffix = {"ppl": "", "published": " (paper)", "delta": r" $\Delta$"}
+    suffix = {"ppl": "", "published": " (paper)", "delta": r" $\Delta$", "kl": " KL", "top1": r" top-1 \%"}
     lines.append(" & ".join([""] + [latex_escape(d) + suffix[k] for _, d, k in cols]) + r" \\")
     lines.append(r"\midrule")
     for method in table.methods:

@@ -1,6 +1,7 @@
 """Quantize, dequantize and fake-quantize a 2-D tensor with given (scale, zero).
 
-``q = clamp(round(x / scale) + zero, 0, maxq)``, ``x_hat = scale * (q - zero)``.
+``q = clamp(round(x / scale) + zero, 0, maxq)``, ``x_hat = scale * (q - zero)``; with real-valued
+zero points (``spec.zero_dtype`` float, HQQ) ``q = clamp(round(x / scale + zero), 0, maxq)``.
 All arithmetic is in float32 whatever the input dtype, so float32, float16 and bfloat16
 inputs holding the same values give the same codes; fake-quantize returns the input dtype.
 ``scale`` / ``zero`` shapes follow :mod:`ptq.spec` (``[1,1]``, ``[rows,1]`` or
@@ -31,7 +32,8 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: Qua
     _check_finite(xf, "the tensor to quantize")
     s = expand_qparam(scale.float(), x.shape, spec)
     z = expand_qparam(zero.float(), x.shape, spec)
-    return torch.clamp(torch.round(xf / s) + z, 0, spec.maxq).to(torch.uint8)
+    codes = torch.round(xf / s + z) if spec.float_zero else torch.round(xf / s) + z
+    return torch.clamp(codes, 0, spec.maxq).to(torch.uint8)
 
 
 def dequantize(

@@ -94,3 +94,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _reference_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Cached float reference logits (evaluations.reference_cache) go to a temporary folder, never ~/.cache."""
+    monkeypatch.setenv("PTQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ptq-cache"))

@@ -88,13 +88,13 @@ def _testament(books: range, split: str) -> list[str]:
     return split_documents(chapters, split)
 
 
-@register_source("web-ot")
+@register_source("web-ot", domain="bible")
 def web_ot(split: str) -> list[str]:
     """World English Bible, Old Testament (books 1-39), one chapter per document."""
     return _testament(OLD_TESTAMENT, split)
 
 
-@register_source("web-nt")
+@register_source("web-nt", domain="bible")
 def web_nt(split: str) -> list[str]:
     """World English Bible, New Testament (books 40-66), one chapter per document."""
     return _testament(NEW_TESTAMENT, split)

@@ -8,7 +8,7 @@ __all__ = ["DatasetUnavailableError", "OFFLINE_SOURCES_HINT"]
 
 #: Sentence appended to every "cannot get this corpus" message: what works without a network.
 OFFLINE_SOURCES_HINT = (
-    "sources that work offline: web-ot, web-nt, pydocs, "
+    "sources that work offline: web-ot, web-nt, pydocs, coreutils, "
     "or a path to a local .txt/.jsonl file or folder"
 )
 

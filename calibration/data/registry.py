@@ -31,6 +31,8 @@ __all__ = [
     "available_sources",
     "unknown_source_message",
     "source_documents",
+    "DOMAINS",
+    "source_domain",
 ]
 
 DEFAULT_JOINER = "\n\n"
@@ -96,19 +98,36 @@ def add_source(name: str, source: TextSource, *, replace: bool = False) -> TextS
     return source
 
 
+#: The kind of text of a registered source, when several sources share one (``web-ot`` and
+#: ``web-nt`` are both the Bible); a source not listed is its own domain.
+DOMAINS: dict[str, str] = {}
+
+
+def source_domain(source: str) -> str:
+    """The domain of a source name or path: its :data:`DOMAINS` entry, else the name itself.
+
+    Text is "in domain" for a calibration set that holds a source of the same domain
+    (``web-nt`` for ``web-ot``: other chapters of the same Bible).
+    """
+    return DOMAINS.get(source, source)
+
+
 def register_source(
-    name: str, *, joiner: str = DEFAULT_JOINER, replace: bool = False
+    name: str, *, joiner: str = DEFAULT_JOINER, replace: bool = False, domain: str | None = None
 ) -> Callable[[Callable[[str], Loaded]], Callable[[str], Loaded]]:
     """Decorator registering ``fn(split) -> documents`` as the source ``name``: ``fn`` returns
     the split's documents (strings) or a ``datasets.Dataset`` with a ``text`` column.
 
     ``joiner`` is the string placed between documents by :func:`load_text` (and so by
     tokenization). The function receives the canonical split name and is returned
-    unchanged.
+    unchanged. ``domain`` names the kind of text when several sources share it (see
+    :func:`source_domain`).
     """
 
     def decorate(fn: Callable[[str], Loaded]) -> Callable[[str], Loaded]:
         add_source(name, FunctionSource(name, fn, joiner), replace=replace)
+        if domain is not None:
+            DOMAINS[name] = domain
         return fn
 
     return decorate

@@ -7,12 +7,17 @@ from typing import Any
 
 import torch
 
+from .bos import bos_token_id
 from .corpus import Source
+from .mixture import mixture_counts, parse_mixture
 from .splits import canonical_split
 from .tokens import tokenize_corpus
 from ptq.errors import PTQUserError
 
-__all__ = ["calibration_segments", "sample_windows"]
+__all__ = ["calibration_segments", "calibration_bos", "sample_windows", "BOS_CHOICES"]
+
+#: How a user names the ``bos`` argument (``--calib-bos``, a grid config's ``[calibration] bos``).
+BOS_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
 def _positive(name: str, value: int) -> int:
@@ -42,27 +47,71 @@ def sample_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) 
     return torch.stack([stream[i : i + seqlen] for i in starts]).to(torch.long)
 
 
+def calibration_bos(tokenizer: Any, bos: bool | None = None) -> int | None:
+    """The BOS id every calibration segment starts with, or ``None`` for raw windows.
+
+    ``bos=None`` (default): the tokenizer's own choice, :func:`calibration.data.bos.bos_token_id`
+    (BOS exactly when the tokenizer adds one in front of every text). ``False``: never (the GPTQ
+    paper's protocol). ``True``: the tokenizer's ``bos_token_id`` even if it does not add it
+    (forcing it on a model not trained with it only approximates one that was).
+    """
+    if bos is None:
+        return bos_token_id(tokenizer)
+    if not bos:
+        return None
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        raise PTQUserError("BOS in calibration segments was asked for, but the tokenizer has no BOS token")
+    return int(bos_id)
+
+
+def _source_windows(tokenizer: Any, source: Source, split: str, nsamples: int, seqlen: int, length: int,
+                    seed: int) -> torch.Tensor:
+    tokens = tokenize_corpus(tokenizer, source, split)
+    total = tokens.shape[-1]
+    if total < length + 1:
+        need = "seqlen+1" if length == seqlen else "seqlen (BOS + seqlen-1 sampled tokens, +1)"
+        raise PTQUserError(
+            f"source {str(source)!r} split {split!r} has {total} tokens; "
+            f"nsamples={nsamples} seqlen={seqlen} needs at least {need} = {length + 1} tokens"
+        )
+    return sample_windows(tokens, nsamples, length, seed)
+
+
 def calibration_segments(
-    tokenizer: Any, source: Source, nsamples: int, seqlen: int, seed: int, split: str = "train"
+    tokenizer: Any, source: Source, nsamples: int, seqlen: int, seed: int, split: str = "train",
+    bos: bool | None = None,
 ) -> torch.Tensor:
     """``[nsamples, seqlen]`` random token windows of a source's split (default ``train``).
 
     The split is tokenized once by :func:`tokenize_corpus` (no special tokens, cached);
-    window starts are uniform in ``[0, N - seqlen - 1]`` with ``random.Random(seed)``,
+    window starts are uniform in ``[0, N - L - 1]`` with ``random.Random(seed)``,
     so the same seed gives the same windows and the global RNG is left alone.
 
+    ``source`` may be a mixture ``"web-ot:0.5,pydocs:0.5"`` (:mod:`calibration.data.mixture`):
+    each source gets its share of the ``nsamples`` segments, sampled from it with ``seed`` as a
+    single source would be, and the parts are stacked in the order written. A single source
+    gives exactly the windows it gave before mixtures existed.
+
+    BOS (:func:`calibration_bos`; by default exactly when the tokenizer adds one): a segment
+    is ``[BOS] + L`` sampled tokens with ``L = seqlen - 1``, so the shape stays
+    ``[nsamples, seqlen]``; without BOS ``L = seqlen``.
+
     Raises:
-        ValueError: ``nsamples`` or ``seqlen`` below 1, or a split with fewer than
-            ``seqlen + 1`` tokens.
+        ValueError: ``nsamples`` or ``seqlen`` below 1 (2 with BOS), a bad mixture, or a split
+            with fewer than ``L + 1`` tokens.
     """
     _positive("nsamples", nsamples)
     _positive("seqlen", seqlen)
     split = canonical_split(split)
-    tokens = tokenize_corpus(tokenizer, source, split)
-    total = tokens.shape[-1]
-    if total < seqlen + 1:
-        raise PTQUserError(
-            f"source {str(source)!r} split {split!r} has {total} tokens; "
-            f"nsamples={nsamples} seqlen={seqlen} needs at least seqlen+1 = {seqlen + 1} tokens"
-        )
-    return sample_windows(tokens, nsamples, seqlen, seed)
+    bos_id = calibration_bos(tokenizer, bos)
+    length = seqlen - (bos_id is not None)
+    if length < 1:
+        raise PTQUserError(f"seqlen must be at least 2 when segments start with BOS, got {seqlen}")
+    parts = parse_mixture(source)
+    counts = mixture_counts(parts, nsamples) if len(parts) > 1 else [nsamples]
+    segments = torch.cat([_source_windows(tokenizer, p.source, split, n, seqlen, length, seed)
+                          for p, n in zip(parts, counts)])
+    if bos_id is not None:
+        segments = torch.cat([torch.full((nsamples, 1), bos_id, dtype=torch.long), segments], dim=1)
+    return segments

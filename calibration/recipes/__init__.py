@@ -26,3 +26,6 @@ def _register_all() -> None:
 
 
 _register_all()
+from calibration.recipes.awq import AWQStep  # noqa: E402
+
+__all__ += ["AWQStep"]

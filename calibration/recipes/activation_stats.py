@@ -8,7 +8,7 @@ dimensions, threshold 6.0), and the kurtosis ``E[(x - mu)^4] / Var(x)^2`` of all
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -56,6 +56,7 @@ class ActivationStatsStep(Step):
 
     threshold: float = 6.0
     summary: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    resume_attrs: ClassVar[tuple[str, ...]] = ("summary",)  # what finalize reports, kept across a resume
 
     def process_block(self, ctx: BlockContext) -> None:
         stats = ctx.observe_inputs(list(ctx.linear_layers()), lambda name, layer: ActivationStats())

@@ -15,10 +15,11 @@ layers in first-call order, grouped by shared input.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,9 +27,10 @@ from torch import nn
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import WeightStep, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
-from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq, qparams_function
-from ptq.algorithms.hessian import HessianAccumulator
+from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq
+from ptq.algorithms.hessian import HessianAccumulator, shrink_to_diagonal
 from ptq.algorithms.rtn import rtn
+from ptq.choosers import get_qparams, legacy_qparams
 from ptq.errors import PTQUserError
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -115,12 +117,21 @@ class GPTQStep(WeightStep):
 
     Args:
         bits, granularity, group_size, symmetric, include_zero: the :class:`ptq.QuantSpec`.
-        blocksize, damp, act_order, static_groups, mse, mse_weighted: as :func:`ptq.algorithms.gptq`.
+        blocksize, damp, act_order, static_groups: as :func:`ptq.algorithms.gptq`.
+        qparams: the registered chooser of (scale, zero) (``minmax``, ``mse``, ``mse-weighted``,
+            ``hqq``; :mod:`ptq.choosers`), given ``diag(H)`` as importance; ``qparams_args`` its options.
+            A chooser with real-valued zeros (``hqq``) gets a float16 ``zero_dtype``.
+        mse, mse_weighted: the older spelling of ``qparams="mse"`` / ``"mse-weighted"``; recipes
+            with them keep loading, and they are kept in step with ``qparams`` so that
+            :meth:`to_dict` spells those choosers as before (same results-store keys).
         true_sequential: quantize the block's layers group by group (see module docstring).
         hessian_dtype: ``"float32"`` (default, as the reference) or ``"float64"``.
         token_clip: scale a token whose layer input is more than ``token_clip`` times its
             sequence's median token norm down to that norm before it enters ``H``
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
+        diag_shrink: ``lambda`` in ``H' = (1 - lambda) H + lambda diag(H)`` before the solve
+            (:func:`ptq.algorithms.hessian.shrink_to_diagonal`): ``0`` (default) is GPTQ, ``1``
+            round-to-nearest; in between GPTQ over-fits the calibration text less.
     """
 
     blocksize: int = option(BLOCKSIZE, "GPTQ lazy-batch block size (default %(default)s)")
@@ -129,18 +140,33 @@ class GPTQStep(WeightStep):
     static_groups: bool = option(False, "with --group-size: fix every group's scale/zero before quantizing")
     true_sequential: bool = option(False, "quantize each block's layers group by group (q/k/v, out, MLP in, MLP "
                                           "out), each on inputs from the already quantized earlier groups")
-    mse: bool = option(False, "GPTQ grid search of each scale minimising the |w - q|^2.4 error (instead of min-max)")
+    mse: bool = option(False, "deprecated: use --qparams mse (GPTQ grid search of each scale minimising |w - q|^2.4)")
     hessian_dtype: str = "float32"
     token_clip: float | None = option(None, "scale tokens whose layer input norm exceeds R x their sequence's median "
                                             "down to it before they enter the Hessian (massive-activation / "
                                             "attention-sink tokens); R > 1, default off",
                                       type=float, metavar="R", omit_default=True)
-    mse_weighted: bool = option(False, "with --mse: weigh each input column's error by the Hessian diagonal (its "
-                                       "input energy, llama.cpp's importance matrix) in the scale search",
-                                omit_default=True)
+    mse_weighted: bool = option(False, "deprecated: use --qparams mse-weighted (the --mse search with each input "
+                                       "column's error weighted by the Hessian diagonal)", omit_default=True)
+    qparams: str = field(default="minmax", metadata={"omit_default": True})  # flag --qparams: scripts/methods/rtn.py
+    qparams_args: dict[str, Any] | None = field(default=None, metadata={"omit_default": True})
+    diag_shrink: float = option(0.0, "use H' = (1 - LAMBDA) H + LAMBDA diag(H): the input correlations measured on "
+                                     "the calibration text count only by 1 - LAMBDA, so GPTQ over-fits that text "
+                                     "less (0: GPTQ, default; 1: round-to-nearest)",
+                                type=float, metavar="LAMBDA", omit_default=True)
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_stats",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        legacy = legacy_qparams(self.mse, self.mse_weighted)
+        if legacy is not None and self.qparams not in ("minmax", legacy):
+            raise PTQUserError(f"mse/mse_weighted ask for qparams {legacy!r} but qparams={self.qparams!r} was given")
+        self.qparams = legacy or self.qparams
+        self._chooser = get_qparams(self.qparams)
+        self._chooser.check_options(self.qparams_args or {})
+        self.mse, self.mse_weighted = self.qparams in ("mse", "mse-weighted"), self.qparams == "mse-weighted"
+        if self._chooser.float_zero:
+            self.spec = dataclasses.replace(self.spec, zero_dtype="float16")
         if self.hessian_dtype not in HESSIAN_DTYPES:
             raise PTQUserError(f"hessian_dtype must be float32 or float64, got {self.hessian_dtype!r}")
         if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
@@ -150,13 +176,22 @@ class GPTQStep(WeightStep):
         if self.token_clip is not None and not (isinstance(self.token_clip, (int, float)) and self.token_clip > 1):
             raise PTQUserError(f"token_clip must be a number above 1 (a multiple of the median token norm), "
                              f"got {self.token_clip!r}")
-        if self.mse_weighted and not self.mse:
-            raise PTQUserError("mse_weighted weighs the mse grid search: it needs mse=True")
+        if isinstance(self.diag_shrink, bool) or not (isinstance(self.diag_shrink, (int, float))
+                                                      and 0 <= self.diag_shrink <= 1):
+            raise PTQUserError(f"diag_shrink must be a number from 0 to 1 (0: GPTQ, 1: round-to-nearest), "
+                             f"got {self.diag_shrink!r}")
         if self.static_groups and self.granularity != "group":
             raise PTQUserError("static_groups needs granularity 'group' with a group_size")
-        qparams_function(self.mse)  # fails early if the mse grid search is unavailable
         self._stats = _new_stats()
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`Step.to_dict`; ``minmax`` / ``mse`` / ``mse-weighted`` without options are spelled
+        by the ``mse`` / ``mse_weighted`` booleans alone, as before ``qparams`` existed."""
+        d = super().to_dict()
+        if self.qparams in ("minmax", "mse", "mse-weighted") and not self.qparams_args:
+            d.pop("qparams", None)
+        return d
 
     def initialize(self, model: nn.Module) -> None:
         super().initialize(model)
@@ -196,13 +231,14 @@ class GPTQStep(WeightStep):
         if acc is None or acc.nsamples == 0:
             warnings.warn(f"GPTQ: layer {qname} received no calibration inputs; falling back to round-to-nearest",
                           RuntimeWarning, stacklevel=2)
-            res = rtn(W.float(), self.spec, *qparams_function(self.mse)(W.float(), self.spec))
+            res = rtn(W.float(), self.spec, *self._chooser(W.float(), self.spec, **(self.qparams_args or {})))
             res.info.update(fallback="rtn", reason="no calibration inputs")
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = gptq(W, acc.H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
-                           static_groups=self.static_groups, mse=self.mse, mse_weighted=self.mse_weighted)
+                H = shrink_to_diagonal(acc.H, self.diag_shrink) if self.diag_shrink else acc.H
+                res = gptq(W, H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
+                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {})
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
         secs = self._stats["seconds"]

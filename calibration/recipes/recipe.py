@@ -37,6 +37,10 @@ from ptq.errors import PTQUserError
 class Recipe:
     steps: list[Step] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for step, following in zip(self.steps, [*self.steps[1:], None]):
+            step.link_next(following)
+
     @classmethod
     def from_list(cls, items: list[dict[str, Any]]) -> "Recipe":
         steps = []

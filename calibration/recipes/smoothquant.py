@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -156,6 +155,7 @@ class SmoothQuantStep(Step):
     act_stat: str = option("max", "activation side of SmoothQuant's scales: max|X_j| (default, the paper), or the "
                                   "channel's RMS over the calibration tokens (for per-token activations: rare "
                                   "massive tokens do not decide the migration)", choices=ACT_STATS, omit_default=True)
+    resume_attrs: ClassVar[tuple[str, ...]] = ("_summary",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
         if self.alpha != "auto":
@@ -235,10 +235,7 @@ class SmoothQuantStep(Step):
 
     def _search_context(self, ctx: BlockContext) -> BlockContext:
         """``ctx`` restricted to the mini-batches holding the first ``search_samples`` segments."""
-        if not self.search_samples or self.search_samples >= ctx.inputs.num_samples:
-            return ctx
-        per_batch = ctx.inputs.hidden[0].shape[0]
-        return ctx.on_batches(math.ceil(self.search_samples / per_batch), records=ctx.records)
+        return ctx.first_samples(self.search_samples)
 
     def process_block(self, ctx: BlockContext) -> None:
         plan = self._plan(ctx)

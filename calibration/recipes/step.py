@@ -71,10 +71,18 @@ class Step:
 
     name: ClassVar[str] = "step"
     needs_calibration_data: ClassVar[bool] = True
+    #: attributes (JSON-able) that carry what ``finalize`` reports across blocks, saved after every block
+    #: so that an interrupted run resumes (:mod:`calibration.runner.workdir`); ``None`` on a step that
+    #: overrides ``finalize`` means it has not declared them, and such a run restarts from block 0.
+    resume_attrs: ClassVar[tuple[str, ...] | None] = None
     weight_only: ClassVar[bool] = False
 
     def initialize(self, model: nn.Module) -> None:
         """Called once before the first block."""
+
+    def link_next(self, following: "Step | None") -> None:
+        """Called by :class:`Recipe` with the step after this one (``None``: the last); a step that
+        depends on its successor overrides it (AWQ searches for the next step's weight format)."""
 
     def process_block(self, ctx: BlockContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -82,6 +90,17 @@ class Step:
     def finalize(self, model: nn.Module) -> dict[str, Any]:
         """Called once after the last block; returns the step's summary for ``ptq.json``."""
         return {}
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """What this step must get back to resume after a finished block (``None``: it cannot resume)."""
+        if self.resume_attrs is None:
+            return {} if type(self).finalize is Step.finalize else None
+        return {a: getattr(self, a) for a in self.resume_attrs}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`resume_state` returned (after ``initialize``, before the next block)."""
+        for attr, value in state.items():
+            setattr(self, attr, value)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"step": name, field: value, ...}``; a field declared with ``metadata={"omit_default": True}``

@@ -1,7 +1,7 @@
 """Quantization parameters of a weight from a registered observer.
 
-``minmax`` and ``mse`` (GPTQ's shrink search, :func:`ptq.mse_qparams`) work on the weight
-directly, and ``percentile`` takes the exact per-unit quantile of |W| (a weight is small
+An observer name that is also a registered qparams chooser (``minmax``, ``mse``: GPTQ's
+shrink search; :mod:`ptq.choosers`) is that chooser on the weight directly, and ``percentile`` takes the exact per-unit quantile of |W| (a weight is small
 enough that the observers' bounded-memory histograms are not needed).
 
 Each ``(scale, zero)`` unit of a spec (the tensor, an output row, or a group of one row)
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from calibration.observers import make_observer
-from ptq.qparams import compute_qparams, grouped_view, minmax_qparams, mse_qparams
+from ptq.choosers import get_qparams, qparams_names
+from ptq.qparams import compute_qparams, grouped_view
 from ptq.spec import QuantSpec
 from ptq.errors import PTQUserError
 
@@ -27,10 +28,9 @@ def weight_qparams(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero of a ``[out, in]`` weight, shaped as the spec says (:mod:`ptq.spec`)."""
     args = dict(observer_args or {})
-    if observer == "minmax" and not args:
-        return minmax_qparams(W, spec)
-    if observer == "mse" and set(args) <= {"grid", "maxshrink", "norm"}:
-        return mse_qparams(W, spec, **args)
+    if observer in qparams_names() and not get_qparams(observer).uses_importance \
+            and set(args) <= set(get_qparams(observer).options):
+        return get_qparams(observer)(W, spec, **args)
     units = grouped_view(W.float(), spec)
     out_shape = units.shape[:-1] if spec.granularity == "group" else (units.shape[0], 1)
     units = units.reshape(-1, units.shape[-1])

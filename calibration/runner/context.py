@@ -9,6 +9,19 @@ from torch import nn
 
 from calibration.models.blocks import find_linear_layers
 from calibration.runner.block_inputs import BlockInputs, StopForward, feed_block, run_block
+from ptq.errors import PTQUserError
+
+
+def _first_rows(value: Any, batch: int, k: int) -> Any:
+    """``value`` with every tensor of 2 or more dimensions whose first one is the mini-batch (``batch``)
+    cut to its first ``k`` rows (masks, position ids; broadcast ``[1, ...]`` tensors stay whole)."""
+    if isinstance(value, torch.Tensor):
+        return value[:k] if value.dim() >= 2 and value.shape[0] == batch else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first_rows(v, batch, k) for v in value)
+    if isinstance(value, dict):
+        return {key: _first_rows(v, batch, k) for key, v in value.items()}
+    return value
 
 
 class Statistic(Protocol):
@@ -86,6 +99,22 @@ class BlockContext:
             rec.info = {**old.info, **rec.info}
         self.records[self.qualified(name)] = rec
 
+    def first_samples(self, nsamples: int) -> "BlockContext":
+        """This context restricted to the mini-batches holding the first ``nsamples`` segments
+        (``0`` or at least all of them: ``self``); searches that score many candidates use it."""
+        if not nsamples or nsamples >= self.inputs.num_samples:
+            return self
+        per_batch = self.inputs.hidden[0].shape[0]
+        sub = self.inputs.batches(0, -(-nsamples // per_batch))
+        last = nsamples - per_batch * (len(sub) - 1)  # samples wanted from the last mini-batch
+        if last < sub.hidden[-1].shape[0]:
+            B = sub.hidden[-1].shape[0]
+            sub.hidden[-1] = sub.hidden[-1][:last]
+            sub.args[-1] = _first_rows(sub.args[-1], B, last)
+            sub.kwargs[-1] = _first_rows(sub.kwargs[-1], B, last)
+        return BlockContext(block=self.block, index=self.index, prefix=self.prefix, inputs=sub, records=self.records,
+                            autocast=self.autocast)
+
     def run(self) -> list[torch.Tensor]:
         """The block's outputs for all calibration mini-batches, as it is now."""
         return run_block(self.block, self.inputs, self.autocast)
@@ -122,7 +151,7 @@ class BlockContext:
         def hook(module: nn.Module, args: tuple, name: str) -> None:
             x = args[0]
             if not (checked and checked[0] is x) and not torch.isfinite(x).all():
-                raise ValueError(
+                raise PTQUserError(
                     f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
                     "check the model's dtype (float16 overflows) or the previous quantization steps"
                 )

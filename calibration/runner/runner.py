@@ -27,6 +27,8 @@ from calibration.runner.block_inputs import (BlockInputs, advance_block, autocas
                                              native_cpu_dtype)
 from calibration.runner.context import BlockContext, LayerRecord
 from calibration.runner.memory import peak_rss_mb, release_memory
+from calibration.runner.workdir import WorkFolder
+from ptq.errors import PTQUserError
 
 if TYPE_CHECKING:
     from calibration.recipes.recipe import Recipe
@@ -41,6 +43,7 @@ class QuantizationResult:
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     autocast: str | None = None
+    resumed_at: int = 0  # the block a resumed run started at (0: a whole run)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class QuantizationResult:
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             **({"autocast": self.autocast} if self.autocast else {}),
+            **({"resumed_at_block": self.resumed_at} if self.resumed_at else {}),
         }
 
 
@@ -60,6 +64,7 @@ def quantize_model(
     device: str | torch.device | None = None,
     progress: bool = True,
     autocast: str | None = None,
+    work: WorkFolder | None = None,
 ) -> QuantizationResult:
     """Apply ``recipe`` to ``model`` block by block, in place.
 
@@ -79,6 +84,11 @@ def quantize_model(
             SmoothQuant's scales) and the quantized weights are unchanged; only the activations
             the statistics are computed from carry the lower precision. ``None`` (default): the
             model's own dtype.
+        work: a :class:`~calibration.runner.workdir.WorkFolder` that keeps every finished block
+            (and the next one's inputs), so that a killed run resumes at the block it was on and
+            gives the same result bit for bit; its ``after_block`` hook is the safe point where a
+            run may stop (:class:`~calibration.runner.workdir.RunInterrupted`). ``None``: nothing
+            is kept.
     """
     amp = autocast_dtype(autocast)
     if batch_size < 1:
@@ -99,20 +109,32 @@ def quantize_model(
     model.eval()
     for step in recipe.steps:
         step.initialize(model)
+    start = work.resume_point(len(blocks), recipe.steps) if work is not None else 0
+    if start:
+        for index in range(start):
+            work.restore_block(index, blocks[index], f"{prefix}.{index}", result.records)
+        work.restore_steps(recipe.steps)
+        result.resumed_at = start
 
     inputs = BlockInputs()
-    if recipe.needs_calibration_data:
+    if recipe.needs_calibration_data and start < len(blocks):
         if device != home:
             model.to(device)  # catching needs embeddings on the device; blocks move back below
         inputs = catch_block_inputs(model, blocks[0], segments, batch_size)
         if device != home:
             model.to(home)
         inputs = inputs.to(device)
+        if start:
+            inputs = work.restore_inputs(inputs)
     result.timings["catch_inputs"] = time.perf_counter() - t0
 
     bar = tqdm(total=len(blocks), desc="quantize", unit="block", disable=not progress, leave=False)
+    bar.update(start)
     for index, block in enumerate(blocks):
+        if index < start:
+            continue
         block.to(device)
+        check_finite_weights(block, f"{prefix}.{index}")
         ctx = BlockContext(block=block, index=index, prefix=f"{prefix}.{index}", inputs=inputs, records=result.records,
                            autocast=amp)
         for step in recipe.steps:
@@ -121,6 +143,9 @@ def quantize_model(
             inputs = advance_block(block, inputs, amp)
         del ctx
         block.to(home)
+        if work is not None:
+            work.save(index, block, f"{prefix}.{index}", result.records, recipe.steps,
+                      inputs if recipe.needs_calibration_data and index + 1 < len(blocks) else None, len(blocks))
         release_memory()
         bar.set_postfix_str(f"block {index + 1}/{len(blocks)}")
         bar.update(1)
@@ -135,3 +160,11 @@ def quantize_model(
     result.peak_rss_mb = peak_rss_mb()
     return result
 
+
+
+def check_finite_weights(block: nn.Module, prefix: str) -> None:
+    """``ValueError`` naming the first floating-point parameter of ``block`` that holds NaN or inf."""
+    for name, p in block.named_parameters():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise PTQUserError(f"weight {prefix}.{name} contains NaN or inf: the model's weights are damaged "
+                             "(a corrupt file or a diverged training run); nothing can be quantized from them")

@@ -30,11 +30,14 @@ Implementation as the reference (IST-DASLab/gptq, ``GPTQ.fasterquant``):
   permutation), so ``g_idx[j] = j // group_size`` even with act-order. Unlike the
   reference, a group starting inside a block sees the updates of the block's earlier
   columns too, so the result does not depend on ``blocksize``;
-* ``mse``: the reference's grid search of each (scale, zero) (``Quantizer(mse=True)``);
-  ``mse_weighted`` (not in the paper) weighs each column's error in that search by
-  ``H_jj``, the energy of its input channel, as llama.cpp's "importance matrix" does, so
-  the range is clipped where the inputs are small, not where they carry the layer's
-  outlier features (measured effects: ``docs/results.md``).
+* ``qparams``: the registered chooser of each (scale, zero) (:mod:`ptq.choosers`), called on
+  the whole weight (tensor / channel) or per group on the group's current (error-updated)
+  columns, with ``importance = diag(H)`` of those columns. ``"mse"`` is the reference's grid
+  search (``Quantizer(mse=True)``); ``"mse-weighted"`` (not in the paper) weighs each
+  column's error in that search by ``H_jj``, the energy of its input channel, as llama.cpp's
+  "importance matrix" does, so the range is clipped where the inputs are small, not where
+  they carry the layer's outlier features. ``"hqq"`` gives real-valued zero points
+  (``spec.zero_dtype`` float), quantized as ``clamp(round(w / scale + zero), 0, maxq)``.
 
 Internally the weight is held transposed (a column of ``W`` is a contiguous row), in float32
 unless ``W`` or ``H`` is float64.
@@ -48,21 +51,15 @@ from typing import Any, Callable
 
 import torch
 
-from ptq import qparams as _qparams
 from ptq.algorithms.result import QuantizedWeight
 from ptq.algorithms.rtn import rtn
+from ptq.choosers import QParamsChooser, get_qparams, legacy_qparams
 from ptq.spec import QuantSpec
 
-QParamsFn = Callable[[torch.Tensor, QuantSpec], tuple[torch.Tensor, torch.Tensor]]
 BLOCKSIZE = 128  # columns per lazy-batch block (the reference's default)
 DAMP = 0.01  # damping as a fraction of mean(diag H) (the reference's percdamp)
 MAX_DAMP = 1.0  # largest relative damping tried before falling back to RTN
 SUB = 16  # columns per sub-block of the inner loop (speed only)
-
-
-def qparams_function(mse: bool) -> QParamsFn:
-    """Min-max qparams, or GPTQ's ``mse`` grid search (:func:`ptq.qparams.mse_qparams`)."""
-    return _qparams.mse_qparams if mse else _qparams.minmax_qparams
 
 
 def inverse_cholesky(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, float] | None:
@@ -104,6 +101,8 @@ def _check_inputs(
         raise ValueError(f"damp must be non-negative, got {damp}")
     if static_groups and spec.granularity != "group":
         raise ValueError("static_groups needs granularity 'group' with a group_size")
+    if spec.codebook:
+        raise ValueError(f"GPTQ quantizes to the integer grid scale * (q - zero); format {spec.format!r} is not supported")
     spec.check_shape(n)
 
 
@@ -117,6 +116,8 @@ def gptq(
     static_groups: bool = False,
     mse: bool = False,
     mse_weighted: bool = False,
+    qparams: str | QParamsChooser = "minmax",
+    qparams_args: dict[str, Any] | None = None,
 ) -> QuantizedWeight:
     """Quantize ``W [out, in]`` with GPTQ given the Hessian ``H [in, in]`` of its inputs.
 
@@ -128,9 +129,11 @@ def gptq(
         damp: relative dampening, ``damp * mean(diag(H))`` is added to ``diag(H)`` (``percdamp``).
         act_order: quantize columns in order of decreasing ``diag(H)``.
         static_groups: with groups, fix every group's qparams before quantizing.
-        mse: choose qparams by GPTQ's MSE grid search instead of min-max.
-        mse_weighted: in that search weigh each column's error by ``diag(H)`` (the input energy
-            of its channel; :func:`ptq.qparams.mse_qparams`'s ``column_weight``). Needs ``mse``.
+        mse, mse_weighted: deprecated spellings of ``qparams="mse"`` / ``"mse-weighted"``
+            (a ``DeprecationWarning``; to be removed in the next release).
+        qparams: name of a registered chooser (:func:`ptq.choosers.get_qparams`: ``minmax``,
+            ``mse``, ``mse-weighted``, ``hqq``, ...) or a chooser; it gets ``importance = diag(H)``.
+        qparams_args: the chooser's options (e.g. ``{"grid": 50}``).
 
     Returns:
         :class:`QuantizedWeight` with the float32 dequantized weight, ``scale`` / ``zero`` of
@@ -142,24 +145,31 @@ def gptq(
     _check_inputs(W, H, spec, blocksize, damp, static_groups)
     grouped = spec.granularity == "group"
     dtype = torch.float64 if torch.float64 in (W.dtype, H.dtype) else torch.float32
-    if mse_weighted and not mse:
-        raise ValueError("mse_weighted weighs the mse grid search: it needs mse=True")
+    legacy = legacy_qparams(mse, mse_weighted)
+    if legacy is not None:
+        warnings.warn(f"gptq(mse=..., mse_weighted=...) is deprecated; pass qparams={legacy!r}",
+                      DeprecationWarning, stacklevel=2)
+        if qparams not in ("minmax", legacy):
+            raise ValueError(f"mse/mse_weighted ask for qparams {legacy!r} but qparams={qparams!r} was given")
+        qparams = legacy
+    chooser = get_qparams(qparams)
+    chooser.check_options(dict(qparams_args or {}))
     W = W.detach().to(dtype, copy=True)
     H = H.detach().to(device=W.device, dtype=dtype, copy=True)
-    qparams = _weighted(torch.diagonal(H).clone()) if mse_weighted else qparams_function(mse)
+    qparams_fn = _with_importance(chooser, torch.diagonal(H).clone(), dict(qparams_args or {}))
     out, n = W.shape
     g = spec.group_size if grouped else n
     assert g is not None
 
     scale = zero = None
     if not grouped:  # as the reference: row / tensor qparams of W before dead columns are zeroed
-        scale, zero = qparams(W, spec)
+        scale, zero = qparams_fn(W, spec)
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
     info: dict[str, Any] = {"dead_columns": int(dead.sum())}
     if static_groups:
-        scale, zero = qparams(W, spec)
+        scale, zero = qparams_fn(W, spec)
     g_idx = (torch.arange(n, device=W.device) // g).to(torch.int32) if grouped else None
 
     perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else None
@@ -175,7 +185,7 @@ def gptq(
             stacklevel=2,
         )
         if scale is None or zero is None:
-            scale, zero = qparams(W, spec)
+            scale, zero = qparams_fn(W, spec)
         fb = rtn(W, spec, scale, zero)
         info.update(fallback="rtn", reason="Hessian not positive definite after damping")
         return dataclasses.replace(fb, g_idx=g_idx, info=info)
@@ -192,9 +202,7 @@ def gptq(
 
     def group_qparams(Wg: torch.Tensor, c0: int) -> tuple[torch.Tensor, torch.Tensor]:
         """qparams per row of the current columns ``Wg [out, g]``, (permuted) columns ``c0..c0+g``."""
-        if not mse_weighted:
-            return qparams(Wg, row_spec)
-        return qparams(Wg, row_spec, slice(c0, c0 + g) if perm is None else perm[c0 : c0 + g])
+        return qparams_fn(Wg, row_spec, slice(c0, c0 + g) if perm is None else perm[c0 : c0 + g])
 
     Qt, row_loss, group_scales, group_zeros = _column_loop(
         Wt, Hinv, spec, blocksize, group_qparams, scale=scale, zero=zero,
@@ -215,11 +223,13 @@ def gptq(
     )
 
 
-def _weighted(diag_H: torch.Tensor) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """``mse_qparams`` with each column's error weighted by ``diag_H[cols]`` (all columns by default)."""
+def _with_importance(
+    chooser: QParamsChooser, diag_H: torch.Tensor, options: dict[str, Any]
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``chooser`` on ``x`` with ``importance = diag_H[cols]`` (all columns by default)."""
 
     def fn(x: torch.Tensor, spec: QuantSpec, cols: torch.Tensor | slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
-        return _qparams.mse_qparams(x, spec, column_weight=diag_H[cols].to(x.dtype))
+        return chooser(x, spec, importance=diag_H[cols].to(x.dtype), **options)
 
     return fn
 
@@ -247,9 +257,11 @@ def _column_loop(
     columns; the rest of the block is updated once per sub-block by a small matmul (the
     lazy batch update of Sec. 3 applied at two levels), which keeps each column's work to a
     handful of vector operations. ``q = scale * clamp(round(w / scale), -zero, maxq - zero)``
-    equals ``scale * (clamp(round(w / scale) + zero, 0, maxq) - zero)`` exactly (integer zero).
+    equals ``scale * (clamp(round(w / scale) + zero, 0, maxq) - zero)`` exactly (integer zero);
+    real-valued zeros (``spec.float_zero``) round ``w / scale + zero`` instead.
     """
     n, out = Wt.shape
+    float_zero = spec.float_zero
     dtype = Wt.dtype
     maxq = float(spec.maxq)
     Qt = torch.empty_like(Wt)
@@ -287,7 +299,10 @@ def _column_loop(
                 elif col_scale is not None:
                     s, lo, hi = Sr[i], Lr[i], Hr[i]
                 w, q, err = Wr[i], Qr[i], Er[i]
-                torch.div(w, s, out=q).round_().clamp_(lo, hi).mul_(s)
+                if float_zero:  # q = scale * (clamp(round(w / scale + zero), 0, maxq) - zero)
+                    torch.div(w, s, out=q).sub_(lo).round_().clamp_(0, maxq).add_(lo).mul_(s)
+                else:
+                    torch.div(w, s, out=q).round_().clamp_(lo, hi).mul_(s)
                 torch.sub(w, q, out=err).div_(d[i])  # err = (w - q) / [H^-1]_ii
                 if i + 1 < j2:
                     W1[i + 1 : j2].addr_(Hinv1[i, i + 1 : j2], err, alpha=-1)

@@ -52,6 +52,27 @@ def clip_token_norms(x: torch.Tensor, ratio: float) -> torch.Tensor:
     return x * factor
 
 
+def shrink_to_diagonal(H: torch.Tensor, diag_shrink: float) -> torch.Tensor:
+    """``H' = (1 - lambda) H + lambda diag(H)``: the off-diagonal of ``H`` scaled by ``1 - lambda``.
+
+    Shrinkage of the input covariance towards its diagonal (the Ledoit-Wolf idea; cf. Sec. 3 of
+    the GPTQ paper for ``H``). GPTQ's error compensation ``W[:, i+1:] -= err_i [H^-1]_{i, i+1:}``
+    exists only through the off-diagonal: ``lambda = 0`` is GPTQ, ``lambda = 1`` leaves no
+    compensation (round-to-nearest; with act-order and groups, of groups of permuted columns),
+    and in between the updates use only part of the
+    correlations between input channels measured on the calibration text, the part least
+    specific to it. ``diag(H')`` equals ``diag(H)``, so the damping ``damp * mean(diag H)`` and
+    the act-order permutation are unchanged. Returns a new tensor; ``H`` is not modified.
+    """
+    if isinstance(diag_shrink, bool) or not isinstance(diag_shrink, (int, float)) or not 0 <= diag_shrink <= 1:
+        raise ValueError(f"diag_shrink must be a number from 0 to 1, got {diag_shrink!r}")
+    if H.dim() != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"H must be a square matrix, got shape {tuple(H.shape)}")
+    out = H * (1.0 - diag_shrink)
+    out.diagonal().copy_(torch.diagonal(H))
+    return out
+
+
 class HessianAccumulator:
     """Running ``H = 2/n * sum x x^T`` over the inputs ``x [..., in_features]`` of one layer.
 

@@ -24,6 +24,7 @@ from torch import nn
 
 import ptq
 from ptq.layers import LINEAR_TYPES
+from ptq.modules.quant_linear import SPEC_FIELDS
 from ptq.modules.swap import WEIGHT_ONLY_METHODS, qmodule_entry
 from ptq.spec import QuantSpec
 from ptq.errors import PTQUserError
@@ -61,16 +62,15 @@ def check_module_config(name: str, config: Any) -> dict[str, Any]:
         qmodule_entry(str(kind))
     except ValueError as exc:
         raise PTQUserError(f"quantization_config of {name}: {exc}") from exc
-    if kind == "weight_only":
+    if kind in ("weight_only", "linear4bit"):
         if method not in WEIGHT_ONLY_METHODS:
             raise PTQUserError(f"quantization_config of {name}: unknown method {method!r} "
                              f"(weight-only methods: {', '.join(sorted(WEIGHT_ONLY_METHODS))})")
-        fields = ("bits", "symmetric", "granularity", "group_size", "include_zero")
         try:
-            QuantSpec(**{k: config[k] for k in fields if k in config})
+            QuantSpec(**{k: config[k] for k in SPEC_FIELDS if k in config})
         except (TypeError, ValueError) as exc:
             raise PTQUserError(f"quantization_config of {name}: {exc}") from exc
-        if config.get("scale_dtype") not in ("float16", "float32"):
+        if kind == "weight_only" and config.get("scale_dtype") not in ("float16", "float32"):
             raise PTQUserError(f"quantization_config of {name}: scale_dtype must be float16 or float32, "
                              f"got {config.get('scale_dtype')!r}")
     return config

@@ -36,6 +36,7 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        apply_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -50,6 +51,35 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
     else:
         tmp.rename(directory)
 
+
+def current_umask() -> int:
+    """This process's file mode creation mask (read from ``/proc/self/status`` when it can be, so the
+    mask is never changed, not even for an instant; else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open()`` would: ``0o666 & ~umask``.
+
+    Writers that go through a private temporary file (``safetensors.save_file``,
+    :func:`tempfile.mkstemp`) leave 0600 behind, so a checkpoint copied to a shared folder or a
+    serving container could not be read by another user; folders get ``0o777 & ~umask``."""
+    mask = current_umask()
+    for root, dirs, names in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in names:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -127,3 +157,50 @@ def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     if pickled:
         raise PTQUserError(f"{folder} holds only pickle weights ({pickled[0]}); ptq loads safetensors only")
     raise PTQUserError(f"{folder} has no {WEIGHTS_NAME}")
+
+
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+}
+
+
+def stream_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write ``tensors`` as a safetensors file one tensor at a time and return the file's SHA-256.
+
+    ``safetensors.torch.save_file`` first turns every tensor into a ``bytes`` copy, so saving
+    calibration activations would double them in memory; here each (contiguous, CPU) tensor's
+    bytes go straight from its storage to the file. The format is the published one: an 8-byte
+    little-endian header length, a JSON header of dtypes, shapes and byte offsets (padded with
+    spaces to 8 bytes), then the raw data. The file is written under a temporary name and renamed.
+    """
+    import hashlib
+
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, t in tensors.items():
+        if t.dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {name}: dtype {t.dtype} has no safetensors name")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    digest = hashlib.sha256()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in (len(head).to_bytes(8, "little"), head):
+                f.write(chunk)
+                digest.update(chunk)
+            for t in tensors.values():
+                if t.numel():
+                    data = memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+                    f.write(data)
+                    digest.update(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()

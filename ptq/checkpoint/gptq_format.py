@@ -56,6 +56,9 @@ def check_gptq_spec(spec: QuantSpec) -> None:
         raise PTQUserError(f"the GPTQ format holds {'/'.join(map(str, GPTQ_BITS))}-bit codes, not {spec.bits}")
     if spec.granularity == "tensor":
         raise PTQUserError("the GPTQ format has per-channel or per-group scales; use --granularity channel or group")
+    if spec.float_zero or spec.codebook:
+        raise PTQUserError(f"the GPTQ format holds integer codes with integer zero points, not {spec.describe()} "
+                           "(real-valued zeros or a 4-bit code book); use --format ptq")
 
 
 def check_gptq_exportable(qmodules: Mapping[str, nn.Module]) -> QuantSpec:

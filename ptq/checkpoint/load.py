@@ -107,7 +107,11 @@ def load_tokenizer(path: Path) -> Any:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as exc:  # a truncated or corrupt tokenizer file: transformers / tokenizers raise anything
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PTQUserError(f"cannot read the tokenizer files in {path} (truncated or corrupt?): {first}") from exc
 
 
 def load_quantized(path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:

@@ -7,6 +7,8 @@ Stored tensors (buffers, so that ``state_dict`` / safetensors see exactly these)
     scales   float16|float32 [out, n_groups]         channel: [out, 1], tensor: [1, 1]
     qzeros   int32 [n_groups, packed_length(out)]    asymmetric only; zeros packed along
                                                      the output dimension (tensor: [1, 1])
+    zero_points float16|float32 [out, n_groups]      instead of qzeros when the zeros are real
+                                                     numbers (``spec.zero_dtype``, HQQ)
     g_idx    int32 [in]                              optional: group of each input column
                                                      (GPTQ act-order); absent = consecutive
     bias     [out]                                   optional, in the model's float dtype
@@ -41,6 +43,8 @@ from ptq.spec import QuantSpec
 from ptq.modules.weight_only_forward import weight_only_forward
 
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+#: The QuantSpec fields a module configuration (``quant_config``) spells out.
+SPEC_FIELDS = ("bits", "symmetric", "granularity", "group_size", "include_zero", "zero_dtype", "format", "double_quant")
 
 
 def unpack_rows(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
@@ -82,6 +86,26 @@ def choose_scale_dtype(scale: torch.Tensor, scale_dtype: str | torch.dtype) -> t
     return chosen
 
 
+def apply_keeping_dtype(module: nn.Module, fn, recurse: bool, names: tuple[str, ...]) -> nn.Module:
+    """``nn.Module._apply(fn)`` except that the named buffers keep their dtype (moved, never rounded)."""
+    order = list(module._buffers)
+    kept = {k: module._buffers.pop(k) for k in names if module._buffers.get(k) is not None}
+    try:
+        nn.Module._apply(module, fn, recurse)
+        for k, t in kept.items():
+            moved = fn(t)
+            module._buffers[k] = moved if moved.dtype == t.dtype else t.to(moved.device)
+    except BaseException:
+        for k, t in kept.items():
+            module._buffers.setdefault(k, t)
+        raise
+    finally:
+        items = {k: module._buffers[k] for k in order}  # keep the state_dict order
+        module._buffers.clear()
+        module._buffers.update(items)
+    return module
+
+
 class QuantLinear(nn.Module):
     """Weight-only quantized replacement of ``nn.Linear`` / ``Conv1D`` (packed codes + qparams).
 
@@ -112,10 +136,12 @@ class QuantLinear(nn.Module):
         kw: dict[str, Any] = {"device": device}
         self.register_buffer("qweight", torch.zeros(out_features, packed_length(in_features, spec.bits), dtype=torch.int32, **kw))
         self.register_buffer("scales", torch.ones(rows, groups, dtype=scale_dtype, **kw))
-        if not spec.symmetric:
-            self.register_buffer("qzeros", torch.zeros(groups, packed_length(rows, spec.bits), dtype=torch.int32, **kw))
-        else:
-            self.qzeros = None
+        zeros_float = spec.float_zero
+        zeros_packed = not spec.symmetric and not zeros_float
+        self.register_buffer("qzeros", torch.zeros(groups, packed_length(rows, spec.bits), dtype=torch.int32, **kw)
+                             if zeros_packed else None)
+        self.register_buffer("zero_points", torch.zeros(rows, groups, dtype=SCALE_DTYPES.get(spec.zero_dtype), **kw)
+                             if zeros_float else None)
         self.register_buffer("g_idx", torch.zeros(in_features, dtype=torch.int32, **kw) if act_order else None)
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, **kw) if bias else None)
 
@@ -158,6 +184,11 @@ class QuantLinear(nn.Module):
         zero = zero.detach().float().reshape(rows, groups).to(W.device)
         if spec.symmetric:
             zero = torch.full_like(zero, (spec.maxq + 1) / 2)
+        elif spec.float_zero:
+            stored = zero.to(SCALE_DTYPES[spec.zero_dtype])
+            if not bool((stored.float() == zero).all()):
+                raise ValueError(f"real-valued zeros must be {spec.zero_dtype} numbers (the chooser rounds them)")
+            q.zero_points.copy_(stored)
         elif bool((zero != zero.round()).any()) or bool((zero < 0).any()) or bool((zero > spec.maxq).any()):
             raise ValueError(f"asymmetric zeros must be integers in [0, {spec.maxq}]")
         q.scales.copy_(scale.to(sdtype))
@@ -165,10 +196,13 @@ class QuantLinear(nn.Module):
             if g_idx.shape != (n,) or int(g_idx.min()) < 0 or int(g_idx.max()) >= groups:
                 raise ValueError(f"g_idx must hold {n} group indices in [0, {groups})")
             q.g_idx.copy_(g_idx.to(torch.int32))
-        if not spec.symmetric:
+        if not spec.symmetric and not spec.float_zero:
             q.qzeros.copy_(pack_codes(zero.t().to(torch.int64), spec.bits))
         s, z = q._expand(scale, rows=None), q._expand(zero, rows=None)  # the grid the weight is on
-        codes = torch.clamp(torch.round(W.float() / s) + z, 0, spec.maxq)
+        if spec.float_zero:
+            codes = torch.clamp(torch.round(W.float() / s + z), 0, spec.maxq)
+        else:
+            codes = torch.clamp(torch.round(W.float() / s) + z, 0, spec.maxq)
         if check:
             dev = ((s * (codes - z)).to(W.dtype).float() - W.float()).abs() / s
             if bool((dev > 0.01).any()):
@@ -191,8 +225,7 @@ class QuantLinear(nn.Module):
     @classmethod
     def from_config(cls, module: nn.Module, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> "QuantLinear":
         """An empty skeleton (meta device) replacing the float ``module`` (itself possibly on meta)."""
-        fields = ("bits", "symmetric", "granularity", "group_size", "include_zero")
-        spec = QuantSpec(**{k: config[k] for k in fields if k in config})
+        spec = QuantSpec(**{k: config[k] for k in SPEC_FIELDS if k in config})
         out, n = weight_2d(module).shape
         return cls(n, out, spec, bias=getattr(module, "bias", None) is not None,
                    act_order=bool(config.get("act_order", False)),
@@ -214,6 +247,8 @@ class QuantLinear(nn.Module):
     def zeros(self) -> torch.Tensor:
         """Zero points as float32 ``[rows, n_groups]`` (the spec's shape)."""
         rows, groups = self.qparam_shape
+        if self.zero_points is not None:
+            return self.zero_points.float()
         if self.qzeros is None:
             return torch.full((rows, groups), (self.spec.maxq + 1) / 2, device=self.scales.device)
         return unpack_rows(self.qzeros, self.spec.bits, rows).t().float()
@@ -242,21 +277,8 @@ class QuantLinear(nn.Module):
         return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
-        """``model.to(dtype)`` / ``.half()`` move the scales but never round them."""
-        order = list(self._buffers)
-        scales = self._buffers.pop("scales")
-        try:
-            super()._apply(fn, recurse)
-            moved = fn(scales)
-            self._buffers["scales"] = moved if moved.dtype == scales.dtype else scales.to(moved.device)
-        except BaseException:
-            self._buffers.setdefault("scales", scales)
-            raise
-        finally:
-            items = {k: self._buffers[k] for k in order}  # keep the state_dict order
-            self._buffers.clear()
-            self._buffers.update(items)
-        return self
+        """``model.to(dtype)`` / ``.half()`` move the scales (and real-valued zeros) but never round them."""
+        return apply_keeping_dtype(self, fn, recurse, ("scales", "zero_points"))
 
     def extra_repr(self) -> str:
         extra = f", g_idx" if self.g_idx is not None else ""

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from ptq.layers import LINEAR_TYPES
+from ptq.modules.linear4bit import Linear4bit
 from ptq.modules.quant_linear import QuantLinear
 
 #: Record methods whose layers are weight-only grids that :class:`QuantLinear` stores.
-WEIGHT_ONLY_METHODS = {"rtn", "gptq"}
+WEIGHT_ONLY_METHODS = {"rtn", "gptq", "awq"}
 
 
 def register_weight_only_method(name: str) -> None:
@@ -68,6 +69,7 @@ def register_qmodule(kind: str, replaces: Iterable[type]):
 
 
 register_qmodule("weight_only", LINEAR_TYPES)(QuantLinear)
+register_qmodule("linear4bit", LINEAR_TYPES)(Linear4bit)
 
 
 def qmodule_entry(kind: str) -> QModuleEntry:
@@ -96,14 +98,19 @@ def is_weight_only(record: Any) -> bool:
             and getattr(record, "scale", None) is not None and getattr(record, "zero", None) is not None)
 
 
-def from_float(module: nn.Module, record: LayerQuantRecord, scale_dtype: str | torch.dtype = "auto") -> QuantLinear:
-    """A :class:`QuantLinear` for one fake-quantized float layer and its record."""
+def from_float(module: nn.Module, record: LayerQuantRecord,
+               scale_dtype: str | torch.dtype = "auto") -> QuantLinear | Linear4bit:
+    """A :class:`QuantLinear` (a :class:`Linear4bit` for nf4 / fp4) for one fake-quantized float layer and its record."""
     entry = _REGISTRY["weight_only"]
     if not isinstance(module, entry.replaces):
         raise ValueError(f"cannot pack a {type(module).__name__}: QuantLinear replaces nn.Linear and Conv1D")
     assert record.scale is not None and record.zero is not None
-    qm = QuantLinear.from_float(module, record.spec, record.scale, record.zero, g_idx=record.g_idx,
-                                scale_dtype=scale_dtype)
+    qm: QuantLinear | Linear4bit
+    if getattr(record.spec, "codebook", False):
+        qm = Linear4bit.from_float(module, record.spec, record.scale)
+    else:
+        qm = QuantLinear.from_float(module, record.spec, record.scale, record.zero, g_idx=record.g_idx,
+                                    scale_dtype=scale_dtype)
     qm.method = getattr(record, "method", None)
     return qm
 

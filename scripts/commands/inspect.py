@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet
 from ptq.jsonable import write_json
 from ptq.errors import PTQUserError
@@ -27,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold <= 0:
         raise PTQUserError(f"--threshold must be positive, got {args.threshold}")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
+    segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                    bos=BOS_CHOICES[args.calib_bos])
     step = ActivationStatsStep(threshold=args.threshold)
     quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=not args.quiet,
                    autocast=args.autocast)

@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
+from ptq.checkpoint.formats import FORMATS
+from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import all_methods
 from scripts.methods.w8a8 import add_act_arguments
 from ptq.jsonable import write_json
-from scripts.output import atomic_folder, check_output
+from scripts.output import atomic_folder, check_output, output_lock, work_folder_path
+from scripts.preflight import check_corpus, check_seqlen, enforce, ignored_data_flags, probe_rate, warn
 from scripts.versions import versions
 from ptq.errors import PTQUserError
 
 HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with ptq.json"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, output_required: bool = True) -> None:
     from calibration.recipes import RTNStep
     from ptq.spec import GRANULARITIES
 
@@ -39,11 +43,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         module.add_arguments(p.add_argument_group(f"--method {module.NAME}"))
     add_calibration_arguments(p)
     o = p.add_argument_group("output")
-    o.add_argument("--output", required=True, help="folder to write (must not exist unless --overwrite)")
+    o.add_argument("--output", required=output_required, help="folder to write (must not exist unless --overwrite)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    o.add_argument("--format", default="ptq", choices=["ptq", "gptq", "float"],
+    o.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="finished blocks are kept in the hidden work folder .OUTPUT.ptq-work until the output is "
+                        "written; a rerun of the same model, recipe and data resumes there (default); --no-resume "
+                        "starts over")
+    o.add_argument("--force", action="store_true",
+                   help="run even when the plan says this machine's memory or disk cannot hold it")
+    o.add_argument("--format", default="ptq", metavar="{" + ",".join((*FORMATS, "float")) + "}",
                    help="ptq: packed safetensors + quantization_config (default); gptq: the GPTQ checkpoint "
                         "layout (AutoGPTQ / GPTQModel / transformers; weight-only, channel or group); "
+                        "compressed-tensors: vLLM / transformers (weight-only and W8A8; needs ptq[serve]); "
+                        "gguf:Q4_0|Q4_1|Q8_0: llama.cpp (weight-only grids the block type holds exactly); "
                         "float: the fake-quantized float weights (save_pretrained)")
     add_quiet(p)
 
@@ -59,19 +71,46 @@ def build_recipe(args: argparse.Namespace):
 
 
 def check_format(args: argparse.Namespace) -> None:
-    """``--format gptq`` holds weight-only grids with per-channel or per-group scales."""
-    if args.format != "gptq" or args.recipe:
+    """Refuse before calibrating what ``--format`` cannot hold (the exporters check the result exactly)."""
+    if args.format == "float":
+        return
+    from ptq.checkpoint.formats import parse_format
+
+    kind, qtype = parse_format(args.format)
+    if kind == "ptq" or args.recipe:
+        return
+    act_order_groups = (getattr(args, "act_order", False) and args.granularity == "group"
+                        and not getattr(args, "static_groups", False))
+    if kind == "compressed-tensors":
+        if args.method == "llm-int8":
+            raise PTQUserError("--format compressed-tensors has no LLM.int8() layout (outliers in float); use --format ptq")
+        if act_order_groups and args.method == "gptq":
+            raise PTQUserError("--format compressed-tensors has no act-order groups (g_idx, removed in compressed-tensors "
+                             "0.20); add --static-groups")
         return
     from ptq import QuantSpec
+    from ptq.checkpoint.gguf_blocks import QTYPES, spec_misfit
     from ptq.checkpoint.gptq_format import check_gptq_spec
     from ptq.modules.swap import WEIGHT_ONLY_METHODS
 
     if args.method not in WEIGHT_ONLY_METHODS or args.act_bits is not None:
         asked = f"--method {args.method}" + (" --act-bits 8" if args.act_bits is not None else "")
-        raise PTQUserError(f"--format gptq holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
-                         f"not {asked}")
-    check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
-                              group_size=args.group_size))
+        hint = "; W8A8 goes to --format compressed-tensors" if kind == "gguf" and args.method != "llm-int8" else ""
+        raise PTQUserError(f"--format {args.format} holds weight-only methods ({', '.join(sorted(WEIGHT_ONLY_METHODS))}), "
+                         f"not {asked}{hint}")
+    if kind == "gptq":
+        check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
+                                  group_size=args.group_size))
+        return
+    why = spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, qtype or "Q4_0")
+    if why:
+        fits = [t for t in QTYPES if t != qtype
+                and spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, t) is None]
+        hint = f"--format gguf:{' or gguf:'.join(fits)} may fit" if fits else "no GGUF type fits"
+        raise PTQUserError(f"--format {args.format} cannot hold this grid exactly: {why}; {hint} "
+                         "(compressed-tensors, gptq and ptq hold any weight-only grid)")
+    if act_order_groups:
+        raise PTQUserError(f"--format {args.format}: act-order groups (g_idx) do not cover whole blocks; add --static-groups")
 
 
 def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folder) -> None:
@@ -80,49 +119,126 @@ def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folde
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return
-    from ptq.checkpoint import export_gptq, save_quantized
+    from ptq.checkpoint.formats import export
+    from scripts.commands.common import source_gguf
 
-    writer = export_gptq if args.format == "gptq" else save_quantized
-    writer(model, folder, result.records, tokenizer=tokenizer, extra=report, overwrite=True)
+    export(model, folder, args.format, result.records, tokenizer=tokenizer, extra=report, overwrite=True,
+           tokenizer_gguf=source_gguf(args.model, model.config.vocab_size) if args.format.startswith("gguf") else None)
+
+
+def plan_run(args: argparse.Namespace, recipe):
+    """``(shape, verdict)``: the model's shapes from its config and the run's plan against this machine."""
+    from calibration.models.loading import resolve_device
+    from calibration.plan import Capacity, RunSpec, current_rss, estimate, judge, model_shape
+
+    shape = model_shape(args.model, args.dtype)
+    if recipe.needs_calibration_data:
+        check_seqlen(shape, args.seqlen, args.model)
+    device = resolve_device(args.device)
+    spec = RunSpec(recipe.to_list(), recipe.needs_calibration_data, args.nsamples, args.seqlen, args.batch_size,
+                   device=device, output_format=args.format, work_folder=True)
+    est = estimate(shape, spec, current_rss(), probe_rate(shape, device))
+    return shape, judge(est, Capacity.measure(args.output, device))
+
+
+def plan_line(verdict) -> str:
+    e = verdict.estimate
+    accel = f", accelerator {e.accel_peak / 2**20:,.0f} MiB" if e.accel_peak is not None else ""
+    return (f"plan: peak host memory about {e.host_peak / 2**20:,.0f} MiB{accel}; output {e.output_bytes / 2**20:,.0f} "
+            f"MiB (+{e.work_bytes / 2**20:,.0f} MiB work folder while running); about {e.seconds / 60:,.1f} min")
 
 
 def run(args: argparse.Namespace) -> int:
     recipe = build_recipe(args)  # bad flags fail before anything is loaded
     check_format(args)
-    out = check_output(args.output, args.overwrite)
+    if recipe.needs_calibration_data:
+        from calibration.data.mixture import parse_mixture
 
-    from calibration.data import calibration_segments
+        parse_mixture(args.calib)  # an unknown source or bad shares fail before the model is loaded
+    out = check_output(args.output, args.overwrite)
+    ignored = ignored_data_flags(args, recipe.needs_calibration_data)
+    if ignored:
+        what = f"--method {args.method}" if not args.recipe else f"recipe {args.recipe}"
+        warn("quantize", f"{what} uses no calibration data, so {', '.join(ignored)} "
+                         f"{'is' if len(ignored) == 1 else 'are'} ignored")
+    with output_lock(out):
+        return _quantize(args, recipe, out)
+
+
+def _quantize(args: argparse.Namespace, recipe, out) -> int:
+    from calibration.data import calibration_bos, calibration_segments
     from calibration.models import load_model
     from calibration.runner import quantize_model
+    from calibration.runner.workdir import RunInterrupted, WorkFolder
+    from scripts.resume import after_block_hook, exit_code, quantize_key, stop_signals
+
+    shape, verdict = plan_run(args, recipe)
+    enforce(verdict, args.force, "quantize")
+    info(args, plan_line(verdict))
+    data = ({"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
+             "calib_bos": args.calib_bos} if recipe.needs_calibration_data else None)
+    if data:
+        from transformers import AutoTokenizer
+
+        from calibration.models.loading import resolve_source
+
+        tokenizer = AutoTokenizer.from_pretrained(str(resolve_source(args.model)))
+        check_corpus(tokenizer, args.calib, args.nsamples, args.seqlen)
 
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     t_load = time.perf_counter() - t0
-    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    check_output(out, args.overwrite, needed_bytes=nbytes)
 
-    segments = None
-    if recipe.needs_calibration_data:
-        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}")
-        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed)
+    segments, bos = None, None
+    if data:
+        bos = calibration_bos(tokenizer, BOS_CHOICES[args.calib_bos])
+        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}"
+             + (f", BOS {bos} first" if bos is not None else ", no BOS"))
+        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                        bos=bos is not None)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
-    result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet,
-                            autocast=args.autocast)
+    with stop_signals(lambda m: print(f"ptq quantize: {m}", file=sys.stderr, flush=True)) as state:
+        work = WorkFolder(work_folder_path(out), quantize_key(args, recipe, data), resume=args.resume,
+                          after_block=after_block_hook(state))
+        resume_hint = f"the finished blocks are kept in {work.path}; run the same command again to resume"
+        try:  # a recipe without calibration data is quick to redo: it keeps no work folder
+            result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet,
+                                    autocast=args.autocast, work=work if data else None)
+        except RunInterrupted as stop:
+            print(f"ptq quantize: stopped by {stop.reason} after block {stop.next_block}/{stop.num_blocks}; "
+                  f"{resume_hint}", file=sys.stderr)
+            return exit_code(state)
+        except KeyboardInterrupt:
+            work.remove_if_empty()
+            print(f"ptq quantize: interrupted; nothing was written to {out}"
+                  + (f"; {resume_hint}" if work.path.exists() else ""), file=sys.stderr)
+            return 130
+        except BaseException:
+            work.remove_if_empty()
+            raise
+    if result.resumed_at:
+        info(args, f"resumed at block {result.resumed_at} from {work.path}")
 
     report = {
         "model": args.model,
         "dtype": args.dtype,
         "recipe": recipe.to_list(),
-        "data": {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed}
-        if recipe.needs_calibration_data else None,
+        "data": {**data, "bos": bos} if data else None,
         "versions": versions(),
+        "plan": verdict.estimate.to_dict(),
         **result.to_json(),
     }
     report["timings_s"]["load"] = round(t_load, 3)
     t1 = time.perf_counter()
-    with atomic_folder(out, overwrite=args.overwrite) as tmp:
-        save(args, model, tokenizer, result, report, tmp)
-        report["timings_s"]["save"] = round(time.perf_counter() - t1, 3)
-        write_json(tmp / "ptq.json", report)
+    try:
+        with atomic_folder(out, overwrite=args.overwrite) as tmp:
+            save(args, model, tokenizer, result, report, tmp)
+            report["timings_s"]["save"] = round(time.perf_counter() - t1, 3)
+            write_json(tmp / "ptq.json", report)
+    except OSError:
+        if data and work.enabled and work.path.exists():
+            print(f"ptq quantize: writing {out} failed; {resume_hint}", file=sys.stderr)
+        raise
+    work.remove()
     info(args, f"wrote {out} ({len(result.records)} layers quantized in {result.timings['quantize']:.1f} s)")
     return 0

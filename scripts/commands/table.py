@@ -34,8 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-published", action="store_true", help="hide the published numbers shipped with a preset")
     p.add_argument("--model", action="append", metavar="LABEL=ID", help="replace a model's id (e.g. a local stand-in)")
     p.add_argument("--dataset", action="append", metavar="LABEL=SOURCE", help="replace an evaluation dataset's source")
-    p.add_argument("--calib", default=None, help="replace the calibration source")
+    p.add_argument("--calib", default=None, help="replace the calibration source (a source, a path or a mixture "
+                                                 "such as web-ot:0.5,pydocs:0.5)")
     p.add_argument("--render-only", action="store_true", help="only render what the store holds, compute nothing")
+    p.add_argument("--force", action="store_true", help="run even when the plan says this machine cannot hold a cell")
     add_quiet(p)
 
 
@@ -50,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     counts = {"computed": 0, "skipped": 0}
     if not args.render_only:
+        from scripts.preflight import check_grid
+
+        check_grid(config, args.force)
         counts = run_grid(config, store, log=lambda m: info(args, m), progress=not args.quiet)
     rendered = render(config, store, out, delta=args.delta, published=False if args.no_published else None)
     print(rendered.markdown, end="")

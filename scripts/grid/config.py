@@ -18,8 +18,9 @@
 
     datasets = ["web-nt", {label = "c4", source = "c4", max_windows = 256}]
 
-    [calibration]                        # source, nsamples, seqlen, seed | seeds, batch_size
-    [eval]                               # seqlen, max_windows, native_dtype
+    [calibration]                        # source (or a mixture web-ot:0.5,pydocs:0.5), nsamples, seqlen,
+                                         # seed | seeds, batch_size, bos (auto | on | off)
+    [eval]                               # seqlen, max_windows, native_dtype, window_seed, bos, kl_topk
 
 Every mistake (unknown key, unknown step or argument, duplicate label, wrong type) is
 one :class:`ValueError` naming where it is.
@@ -34,6 +35,7 @@ from typing import Any
 
 from scripts.grid.validate import _int, _list, _no_unknown, _str, _table
 from calibration.config_files import read_structured_file
+from calibration.data.segments import BOS_CHOICES
 from ptq.errors import PTQUserError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -89,10 +91,14 @@ class Calibration:
     seqlen: int = 512
     seeds: tuple[int, ...] = (0,)
     batch_size: int = 8
+    bos: str = "auto"  # BOS first in every segment: auto (when the tokenizer adds one), on, off
 
     def settings(self) -> dict[str, Any]:
-        """What changes the calibration segments (part of a cell's key; not the seed, not the batch size)."""
-        return {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen}
+        """What changes the calibration segments (part of a cell's key; not the seed, not the batch size).
+
+        ``bos`` only when not ``auto``, so cells computed before it existed keep their keys."""
+        extra = {"bos": self.bos} if self.bos != "auto" else {}
+        return {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen, **extra}
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,20 @@ class Evaluation:
     seqlen: int = 512
     max_windows: int | None = None
     native_dtype: bool = False
+    window_seed: int | None = None  # a seeded sample of windows (evaluations.windows) instead of the first ones
+    bos: bool | None = None  # None ("auto"): a BOS in front of every window iff the model's tokenizer adds one
+    kl_topk: int | None = None  # KL / top-1 vs the float model from its cached top-k logits (None:
+    #                             evaluations.reference.DEFAULT_TOPK); 0: off
+
+    def key_parts(self) -> dict:
+        """The settings beyond the original ones that change a cell's numbers, only when not the default
+        (cells computed before they existed keep their keys)."""
+        out: dict = {}
+        if self.window_seed is not None:
+            out["window_seed"] = self.window_seed
+        if self.bos is not None:
+            out["bos"] = self.bos
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,10 +135,20 @@ class GridConfig:
     description: str = ""
     device: str = "cpu"
 
+    def in_domain(self, dataset: DatasetEntry) -> bool:
+        """Whether an evaluation dataset is of a domain in the calibration source or mixture
+        (:func:`calibration.data.mixture.calibration_domains`: ``web-nt`` is in domain for ``web-ot``)."""
+        from calibration.data.mixture import calibration_domains
+        from calibration.data.registry import source_domain
+
+        return source_domain(dataset.source) in calibration_domains(self.calibration.source)
+
     def with_overrides(self, models: dict[str, str] | None = None, datasets: dict[str, str] | None = None,
                        calib: str | None = None) -> "GridConfig":
         """Swap model ids / dataset sources by label (labels, and so published numbers, stay)."""
         models, datasets = models or {}, datasets or {}
+        if calib:
+            _check_source(calib)
         _check_labels("model", models, [m.label for m in self.models])
         _check_labels("dataset", datasets, [d.label for d in self.datasets])
         return dataclasses.replace(
@@ -240,7 +270,7 @@ def _dataset(item: Any, i: int) -> DatasetEntry:
 
 def _calibration(item: Any) -> Calibration:
     item = _table(item, "[calibration]")
-    _no_unknown(item, {"source", "nsamples", "seqlen", "seed", "seeds", "batch_size"}, "[calibration]")
+    _no_unknown(item, {"source", "nsamples", "seqlen", "seed", "seeds", "batch_size", "bos"}, "[calibration]")
     if "seed" in item and "seeds" in item:
         raise PTQUserError("[calibration] takes 'seed' or 'seeds' (repeats), not both")
     seeds = item.get("seeds", [item.get("seed", 0)])
@@ -250,20 +280,42 @@ def _calibration(item: Any) -> Calibration:
     if len(set(seeds)) != len(seeds):
         raise PTQUserError(f"[calibration] seeds repeat a value: {list(seeds)}")
     d = Calibration()
+    source = _str(item.get("source", d.source), "[calibration] source")
+    _check_source(source)
+    bos = item.get("bos", d.bos)
+    if bos not in BOS_CHOICES:
+        raise PTQUserError(f"[calibration] bos must be one of {', '.join(BOS_CHOICES)}, got {bos!r}")
     return Calibration(
-        source=_str(item.get("source", d.source), "[calibration] source"),
+        source=source, bos=bos,
         nsamples=_int(item.get("nsamples", d.nsamples), "[calibration] nsamples"),
         seqlen=_int(item.get("seqlen", d.seqlen), "[calibration] seqlen", minimum=2),
         seeds=seeds, batch_size=_int(item.get("batch_size", d.batch_size), "[calibration] batch_size"),
     )
 
 
+def _check_source(source: str) -> None:
+    """A calibration source or mixture the data layer knows (a hub source is not fetched here)."""
+    from calibration.data.mixture import parse_mixture
+
+    try:
+        parse_mixture(source)
+    except ValueError as exc:
+        raise PTQUserError(f"[calibration] source: {exc}") from None
+
+
 def _evaluation(item: Any) -> Evaluation:
     item = _table(item, "[eval]")
-    _no_unknown(item, {"seqlen", "max_windows", "native_dtype"}, "[eval]")
+    _no_unknown(item, {"seqlen", "max_windows", "native_dtype", "window_seed", "bos", "kl_topk"}, "[eval]")
     mw = item.get("max_windows")
     native = item.get("native_dtype", False)
     if not isinstance(native, bool):
         raise PTQUserError(f"[eval] native_dtype must be true or false, got {native!r}")
+    bos = item.get("bos", "auto")
+    if bos not in ("auto", True, False):
+        raise PTQUserError(f"[eval] bos must be \"auto\", true or false, got {bos!r}")
+    seed = item.get("window_seed")
     return Evaluation(seqlen=_int(item.get("seqlen", 512), "[eval] seqlen", minimum=2),
-                      max_windows=None if mw is None else _int(mw, "[eval] max_windows"), native_dtype=native)
+                      max_windows=None if mw is None else _int(mw, "[eval] max_windows"), native_dtype=native,
+                      window_seed=None if seed is None else _int(seed, "[eval] window_seed", minimum=0),
+                      bos=None if bos == "auto" else bos,
+                      kl_topk=None if item.get("kl_topk") is None else _int(item["kl_topk"], "[eval] kl_topk", minimum=0))

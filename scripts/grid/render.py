@@ -36,6 +36,17 @@ def grid_records(config: GridConfig, store: ResultsStore) -> tuple[list[dict[str
     return out, missing
 
 
+def domain_note(config: GridConfig) -> str:
+    """A line under the table: which evaluation datasets are of the calibration text's domain(s)
+    (:meth:`GridConfig.in_domain`) and which are not; empty when no row is calibrated."""
+    if not any(m.needs_calibration() for m in config.methods):
+        return ""
+    inside = [d.label for d in config.datasets if config.in_domain(d)]
+    outside = [d.label for d in config.datasets if not config.in_domain(d)]
+    return (f"\nCalibration {config.calibration.source}: in domain {', '.join(inside) or 'none'}; "
+            f"out of domain {', '.join(outside) or 'none'}.\n")
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
@@ -54,14 +65,15 @@ def render(config: GridConfig, store: ResultsStore, out_dir: str | Path | None =
     show_pub = bool(numbers) if published is None else published and bool(numbers)
     table = build_table(records, [m.label for m in config.methods], [m.label for m in config.models],
                         [d.label for d in config.datasets], baseline=config.baseline, published=numbers)
-    md = to_markdown(table, delta=delta, published=show_pub)
+    note = domain_note(config)
+    md = to_markdown(table, delta=delta, published=show_pub) + note
     files: dict[str, Path] = {}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, text in (("table.md", md), ("table.csv", to_csv(table, delta=delta, published=show_pub)),
                            ("table.tex", to_latex(table, delta=delta, published=show_pub,
-                                                  caption=f"Perplexity ({config.name})"))):
+                                                  caption=f"Perplexity ({config.name}){note.rstrip()}"))):
             _write_text(out / name, text)
             files[name] = out / name
         if plot and records:

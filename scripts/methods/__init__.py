@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.methods import gptq, llm_int8, rtn, smoothquant, w8a8
+from scripts.methods import awq, gptq, llm_int8, rtn, smoothquant, w8a8
 
-METHODS: dict[str, Any] = {m.NAME: m for m in (rtn, gptq, smoothquant, w8a8, llm_int8)}
+METHODS: dict[str, Any] = {m.NAME: m for m in (rtn, gptq, smoothquant, w8a8, llm_int8, awq)}
 
 
 def all_methods() -> dict[str, Any]:

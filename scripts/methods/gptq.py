@@ -11,6 +11,7 @@ from calibration.recipes import GPTQStep, Recipe
 from calibration.recipes.step import Step
 from scripts.errors import UsageError
 from scripts.methods.flags import SHARED_WEIGHT_FLAGS, add_step_arguments, step_from_args
+from scripts.methods.rtn import qparams_choice
 from scripts.methods.w8a8 import act_flags, w8a8_step
 
 NAME = "gptq"
@@ -22,8 +23,11 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def gptq_step(args: argparse.Namespace) -> GPTQStep:
-    """The GPTQ step described by the shared weight flags and GPTQ's own; ``--mse-weighted`` implies ``--mse``."""
-    return step_from_args(GPTQStep, args, mse=args.mse or args.mse_weighted)
+    """The GPTQ step described by the shared weight flags and GPTQ's own; ``--qparams`` (shared with rtn), or
+    its deprecated aliases ``--mse`` / ``--mse-weighted`` (a ``DeprecationWarning``)."""
+    if getattr(args, "weight_format", "int") != "int" or getattr(args, "double_quant", False):
+        raise UsageError("--weight-format and --double-quant apply to --method rtn (GPTQ quantizes to the int grid)")
+    return step_from_args(GPTQStep, args, qparams=qparams_choice(args), mse=False, mse_weighted=False)
 
 
 def gptq_steps(args: argparse.Namespace, what: str = "--method gptq", allowed: tuple[str, ...] = ()) -> list[Step]:

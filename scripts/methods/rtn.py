@@ -5,8 +5,10 @@ With ``--act-bits 8`` (and ``--bits 8``) it is naive W8A8 instead, the recipe of
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from calibration.recipes import Recipe, RTNStep
+from ptq.choosers import qparams_names
 from scripts.errors import UsageError
 from scripts.methods.flags import add_step_arguments
 from scripts.methods.w8a8 import act_flags, w8a8_step
@@ -16,8 +18,35 @@ NAME = "rtn"
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--qparams", default=None, choices=qparams_names(),
+                       help="how each (scale, zero) is chosen, for rtn and gptq: minmax (default), mse (GPTQ's "
+                            "shrink search), mse-weighted (gptq only: errors weighted by the Hessian diagonal), "
+                            "hqq (half-quadratic optimisation of the zero point, float16 zeros)")
+    group.add_argument("--weight-format", default="int", choices=["int", "nf4", "fp4"],
+                       help="rtn: int (the affine grid, default), or QLoRA's 4-bit code books nf4 / fp4 with one "
+                            "absmax per block of --group-size (default 64)")
+    group.add_argument("--double-quant", action="store_true",
+                       help="with --weight-format nf4/fp4: quantize the absmax constants to 8 bits (blocks of 256)")
     add_step_arguments(group, RTNStep)
     group.add_argument("--percentile", type=float, default=None, help="percentile for --observer percentile (default 99.99)")
+
+
+def deprecated_flag(old: str, new: str) -> None:
+    """Warn (``DeprecationWarning``, shown on the command line) that flag ``old`` is now ``new``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeprecationWarning)
+        warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
+                      DeprecationWarning, stacklevel=3)
+
+
+def qparams_choice(args: argparse.Namespace) -> str:
+    """``--qparams``, or the chooser its deprecated aliases ``--mse`` / ``--mse-weighted`` (gptq) name."""
+    old = "mse-weighted" if getattr(args, "mse_weighted", False) else "mse" if getattr(args, "mse", False) else None
+    if old is not None:
+        deprecated_flag(f"--{old}", f"--qparams {old}")
+        if args.qparams not in (None, old):
+            raise UsageError(f"--{old} means --qparams {old}, which contradicts --qparams {args.qparams}; drop --{old}")
+    return args.qparams or old or "minmax"
 
 
 def weight_step(args: argparse.Namespace) -> RTNStep:
@@ -27,9 +56,24 @@ def weight_step(args: argparse.Namespace) -> RTNStep:
         if args.observer != "percentile":
             raise PTQUserError("--percentile only applies to --observer percentile")
         observer_args["percentile"] = args.percentile
+    qparams = args.qparams or "minmax"
+    if qparams != "minmax" and args.observer != "minmax":
+        raise UsageError(f"--qparams {qparams} and --observer {args.observer} both choose the weight range; "
+                         "give one of them")
+    fmt = getattr(args, "weight_format", "int")
+    if fmt != "int":
+        if args.bits != 4 or args.symmetric or args.granularity == "tensor" or qparams != "minmax" \
+                or args.observer != "minmax":
+            raise UsageError(f"--weight-format {fmt} is a 4-bit code book with one absmax per block: it takes "
+                             "--group-size (default 64) but no --bits other than 4, --symmetric, --granularity "
+                             "tensor, --qparams or --observer")
+        return RTNStep(bits=4, granularity="group", group_size=args.group_size or 64, weight_format=fmt,
+                       double_quant=args.double_quant)
+    if getattr(args, "double_quant", False):
+        raise UsageError("--double-quant quantizes the absmax constants of --weight-format nf4 / fp4; add one")
     return RTNStep(
         bits=args.bits, granularity=args.granularity, group_size=args.group_size,
-        symmetric=args.symmetric, observer=args.observer, observer_args=observer_args,
+        symmetric=args.symmetric, observer=args.observer, observer_args=observer_args, qparams=qparams,
     )
 
 
@@ -43,6 +87,10 @@ def w8a8_conflicts(args: argparse.Namespace) -> list[str]:
                                                                  if args.group_size is not None else ""))
     if args.observer != RTNStep.observer:
         conflicts.append(f"--observer {args.observer}")
+    if args.qparams not in (None, "minmax"):
+        conflicts.append(f"--qparams {args.qparams}")
+    if args.weight_format != "int" or args.double_quant:
+        conflicts.append(f"--weight-format {args.weight_format}" + (" --double-quant" if args.double_quant else ""))
     if args.percentile is not None:
         conflicts.append(f"--percentile {args.percentile:g}")
     return conflicts

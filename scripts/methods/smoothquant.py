@@ -20,21 +20,22 @@ NAME = "smoothquant"
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """SmoothQuantStep's flags, generated from its fields, and ``--then``."""
     add_step_arguments(group, SmoothQuantStep)
-    group.add_argument("--then", default="w8a8", choices=["w8a8", "rtn", "gptq"],
-                       help="what quantizes the smoothed model: W8A8 (--act-granularity, --act-observer), or "
-                            "weight-only RTN / GPTQ with the shared weight flags (default w8a8)")
+    group.add_argument("--then", default=None, choices=["w8a8", "rtn", "gptq"],
+                       help="what quantizes the smoothed (or AWQ-scaled) model: W8A8 (--act-granularity, "
+                            "--act-observer; smoothquant only), or weight-only RTN / GPTQ with the shared weight "
+                            "flags (default: w8a8 after smoothquant, rtn after awq)")
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
     """Smoothing (``--act-granularity`` is what ``--alpha auto`` simulates), then the ``--then`` step."""
+    then = args.then or "w8a8"
     flags = act_flags(args)
-    weight_only = [f for f in flags if f != "--act-granularity"] if args.then == "rtn" else []
+    weight_only = [f for f in flags if f != "--act-granularity"] if then == "rtn" else []
     if weight_only:
         raise UsageError(f"{', '.join(weight_only)} with --method smoothquant --then rtn: that step "
                          "quantizes weights only; use --then w8a8 (the default) or --then gptq --bits 8 --symmetric "
                          "--act-bits 8 for int8 activations, or drop them")
     smooth = step_from_args(SmoothQuantStep, args, act=act_mode(args))
-    if args.then == "gptq":  # --act-granularity alone says what --alpha auto simulates
+    if then == "gptq":  # --act-granularity alone says what --alpha auto simulates
         return Recipe([smooth, *gptq_steps(args, "--method smoothquant --then gptq", allowed=("--act-granularity",))])
-    then = {"w8a8": w8a8_step, "rtn": weight_step}[args.then](args)
-    return Recipe([smooth, then])
+    return Recipe([smooth, {"w8a8": w8a8_step, "rtn": weight_step}[then](args)])

@@ -66,7 +66,8 @@ def test_inspect_prints_a_row_per_layer(model_dir, corpus, capsys):
         (["quantize", "{model}", "--granularity", "group", "--group-size", "48", "--output", "{out}"],
          "group_size 48 does not divide"),
         (["quantize", "{model}", "--output", "{existing}"], "already exists; pass --overwrite"),
-        (["eval", "{model}", "--dataset", "no-such-dataset", "--max-windows", "1"], "unknown dataset 'no-such-dataset'"),
+        (["eval", "{model}", "--dataset", "no-such-dataset", "--max-windows", "1", "--seqlen", "32"],
+         "unknown dataset 'no-such-dataset'"),
         (["quantize", "{model}", "--observer", "nope", "--output", "{out}"], "unknown observer 'nope'"),
     ],
 )

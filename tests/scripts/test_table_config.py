@@ -42,6 +42,9 @@ def test_yaml_config(tmp_path):
     ({"calibration": {"nsamples": 0}}, "nsamples must be an integer >= 1"),
     ({"eval": {"max_window": 3}}, "unknown key 'max_window' in [eval]"),
     ({"datasets": [{"label": "d"}]}, "datasets[0].source must be a string"),
+    ({"calibration": {"source": "web-ot:0.7,pydocs:0.2"}}, "[calibration] source: calibration mixture shares sum"),
+    ({"calibration": {"source": "nope"}}, "[calibration] source: unknown dataset 'nope'"),
+    ({"calibration": {"bos": "yes"}}, "[calibration] bos must be one of auto, on, off"),
 ])
 def test_one_clear_error_per_mistake(over, message):
     with pytest.raises(ValueError) as e:
@@ -61,7 +64,7 @@ def test_unknown_preset():
         load_config("no-such-preset")
 
 
-@pytest.mark.parametrize("name", ["offline", "gptq-ablation", "llm-int8", "smoothquant"])
+@pytest.mark.parametrize("name", ["offline", "gptq-ablation", "llm-int8", "smoothquant", "calibration-domain"])
 def test_every_offline_preset_builds_its_recipes(name):
     from calibration.recipes import Recipe
 
@@ -70,3 +73,19 @@ def test_every_offline_preset_builds_its_recipes(name):
     for method in cfg.methods:
         if method.steps:
             Recipe.from_list([dict(s) for s in method.steps])  # every step and argument is known
+
+
+def test_mixture_bos_and_in_domain_marks():
+    from scripts.grid.render import domain_note
+
+    cfg = parse_config(_base(datasets=["web-nt", "pydocs", "coreutils"],
+                             methods=[{"label": "g", "steps": [{"step": "gptq", "bits": 4}]}],
+                             calibration={"source": "web-ot:0.5,pydocs:0.5", "bos": "off"}))
+    assert cfg.calibration.settings() == {"source": "web-ot:0.5,pydocs:0.5", "nsamples": 128, "seqlen": 512,
+                                          "bos": "off"}
+    assert [cfg.in_domain(d) for d in cfg.datasets] == [True, True, False]
+    assert "in domain web-nt, pydocs; out of domain coreutils" in domain_note(cfg)
+    default = parse_config(_base(datasets=["web-nt", "pydocs"], methods=[{"label": "g", "steps": [{"step": "gptq"}]}]))
+    assert "bos" not in default.calibration.settings()  # earlier cells keep their keys
+    assert "in domain web-nt; out of domain pydocs" in domain_note(default)
+    assert domain_note(parse_config(_base())) == ""  # nothing calibrated, nothing to say

@@ -156,3 +156,50 @@ steps = [{step = "gptq", bits = 3, granularity = "group", group_size = 32}]
     bad.write_text(text + '[[methods]]\nlabel = "x"\nautocast = "int8"\nsteps = [{step = "rtn"}]\n')
     with pytest.raises(ValueError, match="autocast must be one of"):
         load_config(bad)
+
+
+def test_grid_rows_carry_kl_to_float_logits_computed_once(tmp_path, model_dir, corpora):
+    path = tmp_path / "kl.toml"
+    path.write_text(f"""
+name = "kl"
+baseline = "fp32"
+models = [{{label = "tiny", id = "{model_dir}"}}]
+datasets = [{{label = "a", source = "{corpora[0]}"}}]
+[calibration]
+source = "{corpora[0]}"
+nsamples = 2
+seqlen = 32
+[eval]
+seqlen = 32
+max_windows = 3
+[[methods]]
+label = "fp32"
+[[methods]]
+label = "bf16"
+dtype = "bfloat16"
+[[methods]]
+label = "RTN W3"
+steps = [{{step = "rtn", bits = 3}}]
+""")
+    cfg = load_config(path)
+    store = ResultsStore(tmp_path / "results.jsonl")
+    run_grid(cfg, store)
+    recs = {r["method"]: r for r in store.records()}
+    assert len(list((tmp_path / "reference-logits").glob("*.safetensors"))) == 1  # one model x one corpus
+    fp = recs["fp32"]["kl"]
+    assert abs(fp["kl_mean"]) < 1e-6 and fp["top1"] == 1.0 and fp["ppl_ratio"] == pytest.approx(1.0)
+    assert recs["RTN W3"]["kl"]["kl_mean"] > max(recs["bf16"]["kl"]["kl_mean"], 0.0)
+    assert all(r["bos"] is False and r["ppl_se"] > 0 for r in recs.values())
+    md = render(cfg, store, delta=True).markdown
+    head = md.splitlines()[0]
+    assert "tiny a KL" in head and "tiny a top-1 %" in head
+    assert "| fp32 | " in md and "0.0000" in md and "100.0 ± 0.0" in md
+
+
+def test_eval_settings_change_the_keys_only_when_set(config_file):
+    cfg = load_config(config_file)
+    keys = [c.key for c in plan_cells(cfg)]
+    seeded = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, window_seed=1))
+    assert all(a != b for a, b in zip(keys, [c.key for c in plan_cells(seeded)]))
+    topk = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, kl_topk=32))
+    assert keys == [c.key for c in plan_cells(topk)]  # KL settings do not change the perplexity

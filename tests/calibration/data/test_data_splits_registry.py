@@ -43,12 +43,12 @@ def test_too_few_documents_gives_everything_to_both_splits():
 
 
 def test_known_sources_listed():
-    assert available_sources() == ["c4", "ptb", "pydocs", "web-nt", "web-ot", "wikitext2"]
+    assert available_sources() == ["c4", "coreutils", "ptb", "pydocs", "web-nt", "web-ot", "wikitext2"]
 
 
 def test_unknown_source_message():
     expected = (
-        "unknown dataset 'nope'; known: c4, ptb, pydocs, web-nt, web-ot, wikitext2, "
+        "unknown dataset 'nope'; known: c4, coreutils, ptb, pydocs, web-nt, web-ot, wikitext2, "
         "or a path to a .txt/.jsonl file or folder"
     )
     with pytest.raises(ValueError) as info:

@@ -71,7 +71,16 @@ def test_needs_segments_when_a_step_calibrates(tiny_model):
 def test_nan_activation_names_the_layer(tiny_model):
     model = tiny_model("llama", num_layers=1)
     with torch.no_grad():
-        model.model.layers[0].input_layernorm.weight[0] = float("nan")
+        model.model.embed_tokens.weight[:, 0] = float("nan")  # outside the blocks: only the activations carry it
     ids = torch.randint(0, model.config.vocab_size, (2, 8))
     with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.q_proj.*NaN or inf"):
+        quantize_model(model, Recipe([ActivationStatsStep()]), ids, progress=False)
+
+
+def test_nan_weight_names_the_parameter(tiny_model):
+    model = tiny_model("llama", num_layers=1)
+    with torch.no_grad():
+        model.model.layers[0].input_layernorm.weight[0] = float("nan")
+    ids = torch.randint(0, model.config.vocab_size, (2, 8))
+    with pytest.raises(ValueError, match=r"weight model\.layers\.0\.input_layernorm\.weight contains NaN or inf"):
         quantize_model(model, Recipe([ActivationStatsStep()]), ids, progress=False)

@@ -88,3 +88,24 @@ def one_thread():
 @pytest.fixture
 def tokenizer() -> PreTrainedTokenizerFast:
     return make_tokenizer()
+
+
+def make_bpe_tokenizer(vocab_size: int = VOCAB) -> PreTrainedTokenizerFast:
+    """A tiny byte-level BPE (gpt2-style) tokenizer: special tokens, the 256 byte symbols, a few merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("o", "n")]
+    tokens = specials + alphabet + [a + b for a, b in merges]
+    vocab = {t: i for i, t in enumerate(tokens[:vocab_size])}
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", additional_special_tokens=specials)
+
+
+@pytest.fixture
+def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    return make_bpe_tokenizer(3 + 256 + 6)
