@@ -12,7 +12,9 @@
   codes (:mod:`ptq.kernels.weight_only_matmul`); equal to the reference up to float rounding.
 
 A module that sets ``tile_rows`` (bounded memory) never caches; a module with float zero points
-(``zero_points`` buffer) or any grid the fused kernels cannot express uses the cached weight.
+(``zero_points`` buffer, e.g. HQQ's), a code-book format (NF4 / FP4) or any grid the fused kernels cannot
+express uses the cached weight (the fused kernels could take real zeros, ``SZ = scale * (8 - zero)``,
+but that path is not tested yet).
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ def resolve_backend(module: nn.Module, x2: torch.Tensor) -> str:
     backend = choose_weight_backend(spec.bits, spec.granularity, spec.group_size, module.in_features,
                                     x2.shape[0], x2.dtype, requested)
     if backend in ("int4pack", "int8pack") and (
-        getattr(module, "zero_points", None) is not None or x2.device.type != "cpu"
+        getattr(module, "zero_points", None) is not None or getattr(spec, "format", "int") != "int"
+        or x2.device.type != "cpu"
     ):
         return "cached"
     return backend

@@ -65,9 +65,17 @@ def test_auto_uses_fused_kernel_for_bf16_decoding_and_cache_for_prefill():
     assert resolve_backend(ql, torch.zeros(1, 256)) == "cached"
     ql.tile_rows = 16  # bounded memory asked for: never cache
     assert resolve_backend(ql, torch.zeros(512, 256)) == "dequant"
-    ql.zero_points = torch.zeros(1)  # a float zero point (HQQ) the fused kernels do not take
-    ql.tile_rows = None
-    assert resolve_backend(ql, torch.zeros(1, 256, dtype=torch.bfloat16)) == "cached"
+
+
+def test_float_zero_points_fall_back_to_the_cached_weight():
+    spec = QuantSpec(4, granularity="group", group_size=64, zero_dtype="float16")  # HQQ-style real zeros
+    ql = packed(spec)
+    assert ql.zero_points is not None
+    xb = torch.randn(1, 256, dtype=torch.bfloat16)
+    assert resolve_backend(ql, xb) == "cached"
+    ql.backend = "int4pack"  # asked for explicitly: still refused
+    assert resolve_backend(ql, xb) == "cached"
+    assert torch.equal(ql(xb), run(ql, xb, "dequant"))
 
 
 def test_cache_follows_the_buffers():
