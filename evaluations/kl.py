@@ -45,9 +45,12 @@ def log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def topk_reference(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(log p [T, k], ids [T, k] int32, log P_R [T])`` of reference logits ``[T, V]``, most likely first."""
-    if not 1 <= k <= logits.shape[-1]:
-        raise PTQUserError(f"top-k must be between 1 and the vocabulary size ({logits.shape[-1]}), got {k}")
+    """``(log p [T, k], ids [T, k] int32, log P_R [T])`` of reference logits ``[T, V]``, most likely first.
+
+    ``k`` larger than the vocabulary keeps the whole vocabulary (``P_R = 0``: the KL is then exact)."""
+    if k < 1:
+        raise PTQUserError(f"top-k must be at least 1, got {k}")
+    k = min(k, logits.shape[-1])
     vals, idx, rest = [], [], []
     for i in range(0, logits.shape[0], ROWS):
         logp = log_probs(logits[i:i + ROWS])
