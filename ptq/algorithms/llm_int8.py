@@ -30,7 +30,7 @@ from ptq.errors import PTQUserError
 
 from ptq.algorithms.absmax import QMAX, absmax_scale, quantize_rows, quantize_symmetric, quantize_tensor
 from ptq.algorithms.zeropoint import zeropoint_dequantize, zeropoint_matmul, zeropoint_quantize_rows
-from ptq.kernels import PackedWeight, int8_matmul
+from ptq.kernels import PackedWeight, int8_matmul, rescale
 
 __all__ = ["QMAX", "absmax_quantize", "outlier_columns", "check_threshold", "int8_matmul_dequant",
            "dequantize_weight", "decomposed_matmul"]
@@ -46,12 +46,12 @@ def absmax_quantize(x: torch.Tensor, dim: int | None = -1) -> tuple[torch.Tensor
     return quantize_rows(x)
 
 
-def outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Boolean ``[K]``: the columns of ``x [M, K]`` with any ``|x| >= threshold``."""
+def outlier_columns(x: torch.Tensor, threshold: float, x_abs: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean ``[K]``: the columns of ``x [M, K]`` with any ``|x| >= threshold`` (``x_abs``: ``|x|`` if known)."""
     check_threshold(threshold)
     if math.isinf(threshold):
         return torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
-    return x.abs().amax(dim=0) >= threshold
+    return (x.abs() if x_abs is None else x_abs).amax(dim=0) >= threshold
 
 
 def check_threshold(threshold: float) -> None:
@@ -61,7 +61,7 @@ def check_threshold(threshold: float) -> None:
 
 def _rescale(acc: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
     """``(s_x s_w^T) * acc`` for int32 ``acc [M, N]``, ``s_x`` ``[M, 1]`` or ``[]``, ``s_w`` ``[N, 1]`` or ``[]``."""
-    return torch.mul(acc, s_x).mul_(s_w.reshape(1, -1) if s_w.dim() else s_w)
+    return rescale(acc, s_x, s_w)
 
 
 def int8_matmul_dequant(
@@ -93,7 +93,7 @@ def dequantize_weight(W_q: torch.Tensor, s_w: torch.Tensor, W_zero: torch.Tensor
 def decomposed_matmul(
     x: torch.Tensor, W_q: torch.Tensor, s_w: torch.Tensor, outliers: torch.Tensor, W_outlier: torch.Tensor | None,
     granularity: str = "vector", integer: bool = True, zero_point: bool = False, W_zero: torch.Tensor | None = None,
-    c_w: torch.Tensor | None = None, packed: PackedWeight | None = None,
+    c_w: torch.Tensor | None = None, packed: PackedWeight | None = None, x_abs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 7 for ``x [M, K]``: ``outliers`` a boolean mask ``[K]`` or the int64 indices of the
     outlier columns; ``W_outlier [N, |O|]`` their float weight columns (``None``: dequantized
@@ -106,6 +106,8 @@ def decomposed_matmul(
     "zeropoint vector-wise"), ``W_zero`` ``[N, 1]`` are the weights' zero points (``None``:
     absmax weights) and ``c_w`` their precomputed :func:`~ptq.algorithms.zeropoint.weight_correction`.
     ``packed``: ``W_q`` as the int8 backend wants it (:func:`ptq.kernels.pack_weight`).
+    ``x_abs``: ``|x|`` when the caller has it already (the dynamic outlier search), so the row
+    scales reuse it instead of a second pass; it is overwritten.
     """
     idx = outliers.nonzero().squeeze(1) if outliers.dtype == torch.bool else outliers
     x = x.float()
@@ -114,13 +116,16 @@ def decomposed_matmul(
             raise ValueError("zeropoint quantization is per row (granularity 'vector')")
         x_q, s_x, z_x = zeropoint_quantize_rows(x.index_fill(1, idx, 0.0) if idx.numel() else x)
         y = zeropoint_matmul(x_q, s_x, z_x, W_q, s_w, W_zero, c_w=c_w, integer=integer, packed=packed)
-    elif idx.numel() == 0:
+    elif idx.numel() == 0 and (x_abs is None or granularity != "vector"):
         return int8_matmul_dequant(x, W_q, s_w, granularity, integer, packed)
     else:
-        a = x.abs()
-        a.index_fill_(1, idx, 0.0)
+        a = x.abs() if x_abs is None else x_abs
+        if idx.numel():
+            a.index_fill_(1, idx, 0.0)
         s_x = absmax_scale(a.amax(dim=-1, keepdim=True) if granularity == "vector" else a.amax())
-        x_q = quantize_symmetric(x, s_x).index_fill_(1, idx, 0)  # outlier columns contribute nothing here
+        x_q = quantize_symmetric(x, s_x)
+        if idx.numel():
+            x_q.index_fill_(1, idx, 0)  # outlier columns contribute nothing here
         y = _codes_matmul(x_q, s_x, W_q, s_w, integer, packed)
     if idx.numel():
         if W_outlier is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ptq.kernels import PackedWeight, int8_matmul
+from ptq.kernels import PackedWeight, int8_matmul, rescale
 
 QMIN, QMAX = -128, 127
 LEVELS = 255
@@ -70,4 +70,4 @@ def zeropoint_matmul(
     if z_w is not None:
         acc.addr_(x_q.sum(dim=1, dtype=torch.int32), z_w.reshape(-1).to(torch.int32), alpha=-1)
     acc.addr_(z_x.reshape(-1), weight_correction(W_q, z_w) if c_w is None else c_w, alpha=-1)
-    return torch.mul(acc, s_x).mul_(s_w.reshape(1, -1))
+    return rescale(acc, s_x, s_w)

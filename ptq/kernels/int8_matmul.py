@@ -194,3 +194,16 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor, backend: str = "auto",
     if backend == "float":
         return _float(a, b, data)
     return (a.to(torch.int64) @ b.to(torch.int64).t()).to(torch.int32)
+
+
+def rescale(acc: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+    """``(s_x s_w^T) * acc`` as float32 for an int32 accumulator ``acc [M, N]``; ``s_x`` ``[M, 1]`` or ``[]``
+    (per token / per tensor), ``s_w`` ``[N]``, ``[N, 1]`` or ``[]`` (per output channel / per tensor).
+
+    The accumulator is cast to float32 first, then scaled in place: the same numbers as
+    ``torch.mul(acc, s_x).mul_(s_w)`` (which casts to float32 too), but the mixed int32 x float32
+    multiply is a slow unvectorized loop in PyTorch's CPU build, several times the cost of the cast
+    and two in-place float multiplies.
+    """
+    return acc.to(torch.float32).mul_(s_x).mul_(s_w.reshape(1, -1) if s_w.dim() else s_w)
+

@@ -106,11 +106,14 @@ class Int8OutlierLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype
         x2 = x.reshape(-1, self.in_features).float()
+        x_abs = None  # |x|, shared by the dynamic outlier search and the row scales (absmax rows)
         if self.mode == "static":
             outliers, W_out = self.outlier_idx, self.weight_outlier.float()
             everything = outliers.numel() == self.in_features
         else:
-            outliers, W_out = outlier_columns(x2, self.threshold), None
+            if not self.zero_point and self.granularity == "vector" and math.isfinite(self.threshold):
+                x_abs = x2.abs()
+            outliers, W_out = outlier_columns(x2, self.threshold, x_abs), None
             everything = bool(outliers.all())
         if x2.shape[0] and everything:
             if not self._warned:
@@ -121,7 +124,8 @@ class Int8OutlierLinear(nn.Module):
         else:
             y = decomposed_matmul(x2, self.weight_q, self.weight_scale, outliers, W_out, self.granularity,
                                   integer=self.compute == "int", zero_point=self.zero_point, W_zero=self.weight_zero,
-                                  c_w=self._weight_correction(), packed=self._packed_weight(x2.shape[0]))
+                                  c_w=self._weight_correction(), packed=self._packed_weight(x2.shape[0]),
+                                  x_abs=x_abs)
         if self.bias is not None:
             y = y.add_(self.bias.float())
         return y.to(dtype).reshape(*shape[:-1], self.out_features)

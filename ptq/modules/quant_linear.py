@@ -40,6 +40,7 @@ from torch import nn
 from ptq.layers import check_float_class, float_class as float_class_of, float_linear, weight_2d
 from ptq.packing import pack_codes, packed_length
 from ptq.spec import QuantSpec
+from ptq.modules.weight_only_forward import weight_only_forward
 
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 #: The QuantSpec fields a module configuration (``quant_config``) spells out.
@@ -110,8 +111,10 @@ class QuantLinear(nn.Module):
 
     Build it with :meth:`from_float` (from a layer whose weight is already on its grid) or,
     for loading, :meth:`from_config` (an empty skeleton on the meta device). The forward pass
-    dequantizes the weight (whole, or ``tile_rows`` output rows at a time to bound memory;
-    nothing is cached) and runs the matmul in the activation dtype.
+    (:func:`ptq.modules.weight_only_forward.weight_only_forward`) runs a fused int4/int8 kernel or
+    the weight dequantized once and cached in the activation dtype, chosen per call by ``backend``
+    (``"auto"``, ``PTQ_QLINEAR_BACKEND``); ``"dequant"`` (or ``tile_rows`` to bound memory) dequantizes
+    on every call and caches nothing.
     """
 
     kind = "weight_only"
@@ -127,6 +130,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features, self.spec = in_features, out_features, spec
         self.float_class = check_float_class(float_class)
         self.tile_rows: int | None = None
+        self.backend = "auto"  # or "dequant", "cached", "int4pack", "int8pack" (ptq.kernels.weight_only_matmul)
         self.method: str | None = None  # the algorithm that chose the grid (provenance only)
         rows, groups = self.qparam_shape
         kw: dict[str, Any] = {"device": device}
@@ -261,14 +265,8 @@ class QuantLinear(nn.Module):
         return s * (self.codes(rows).float() - z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        if not self.tile_rows or self.tile_rows >= self.out_features:
-            return F.linear(x, self.dequantize_weight().to(x.dtype), bias)
-        outs = []
-        for r0 in range(0, self.out_features, self.tile_rows):
-            rows = slice(r0, min(r0 + self.tile_rows, self.out_features))
-            outs.append(F.linear(x, self.dequantize_weight(rows).to(x.dtype), None if bias is None else bias[rows]))
-        return torch.cat(outs, dim=-1)
+        """``x W^T + b`` through ``self.backend`` (``"auto"``; see :mod:`ptq.modules.weight_only_forward`)."""
+        return weight_only_forward(self, x)
 
     def to_float(self, dtype: torch.dtype | None = None) -> nn.Module:
         """An ``nn.Linear`` (or ``Conv1D``) holding the dequantized weight."""

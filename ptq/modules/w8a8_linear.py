@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ptq.algorithms.absmax import absmax_scale, quantize_rows, quantize_symmetric
-from ptq.kernels import PackedWeight, int8_matmul
+from ptq.kernels import PackedWeight, int8_matmul, rescale
 from ptq.modules.derived import packed_int8_weight
 from ptq.layers import LINEAR_TYPES, check_float_class, float_class as float_class_of, float_linear, weight_2d
 from ptq.modules.swap import register_qmodule
@@ -172,7 +172,7 @@ class W8A8Linear(nn.Module):
         xq, s_x = self.quantize_input(x2)
         if self.mode == "int":
             acc = int8_matmul(xq, self.qweight, packed=self._packed_weight(xq.shape[0]))
-            y = torch.mul(acc, s_x).mul_(self.weight_scale)
+            y = rescale(acc, s_x, self.weight_scale)
         else:
             y = (xq.float() * s_x) @ self.dequantize_weight().t()
         if self.bias is not None:

@@ -70,3 +70,16 @@ def test_integer_and_fake_paths_agree(granularity):
     b = decomposed_matmul(x, Wq, sw, cols, None, granularity, integer=False)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(dequantize_weight(Wq, sw), W, atol=float(sw.max()), rtol=0)
+
+
+@pytest.mark.parametrize("n_outliers", [0, 3])
+def test_shared_abs_gives_the_same_result_bit_for_bit(n_outliers):
+    torch.manual_seed(0)
+    x = torch.randn(24, 64)
+    x[:, torch.randperm(64)[:n_outliers]] *= 40
+    W_q, s_w = absmax_quantize(torch.randn(16, 64))
+    outliers = outlier_columns(x, 6.0)
+    ref = decomposed_matmul(x, W_q, s_w, outliers, None)
+    a = x.abs()
+    assert torch.equal(outlier_columns(x, 6.0, a), outliers)
+    assert torch.equal(decomposed_matmul(x, W_q, s_w, outliers, None, x_abs=a), ref)
