@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,14 +22,11 @@ from torch import nn
 from calibration.recipes.recipe import Recipe, as_recipe
 from calibration.runner.context import LayerRecord
 from calibration.runner.runner import QuantizationResult, quantize_model
-from ptq.checkpoint import export_gptq, save_quantized
+from ptq.checkpoint.formats import export, parse_format
 from ptq.errors import PTQUserError
 from ptq.modules.swap import is_qmodule, quantize_modules
 
 #: ``QuantizedModel.save(format=...)``: the checkpoint writers by name.
-WRITERS: dict[str, Callable[..., Path]] = {"ptq": save_quantized, "gptq": export_gptq}
-
-
 @dataclass
 class QuantizedModel:
     """A quantized model (its layers packed in place), the recipe that made it and what each layer got."""
@@ -49,11 +46,12 @@ class QuantizedModel:
         return {"recipe": self.recipe.to_list(), **self.result.to_json()}
 
     def save(self, directory: str | Path, format: str = "ptq", overwrite: bool = False, **kwargs: Any) -> Path:
-        """Write a checkpoint: ``format`` is ``"ptq"`` (every method, lossless) or ``"gptq"`` (weight-only)."""
-        if format not in WRITERS:
-            raise PTQUserError(f"unknown checkpoint format {format!r}; choose {', '.join(WRITERS)}")
-        return WRITERS[format](self.model, directory, self.records, tokenizer=self.tokenizer, extra=self.report(),
-                               overwrite=overwrite, **kwargs)
+        """Write a checkpoint in any format ``ptq export`` writes (:mod:`ptq.checkpoint.formats`): ``"ptq"``
+        (every method, lossless), ``"gptq"``, ``"compressed-tensors"`` or ``"gguf:Q4_0"`` / ``"gguf:Q4_1"`` /
+        ``"gguf:Q8_0"`` (weight-only grids the format holds exactly; anything else is refused)."""
+        parse_format(format)  # an unknown format fails before anything is written
+        return export(self.model, directory, format, self.records, tokenizer=self.tokenizer, extra=self.report(),
+                      overwrite=overwrite, **kwargs)
 
     def summary(self) -> str:
         """One line: the recipe, how many layers each quantized module kind holds, the quantize time."""

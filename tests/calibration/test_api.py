@@ -49,12 +49,13 @@ def test_oneshot_packs_in_place_and_saves(tiny_model, tiny_segments, tmp_path):
     assert set(q.records) == {n for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     with torch.no_grad():
         expected = model(x).logits
-    for fmt in ("ptq", "gptq"):
+    for fmt in ("ptq", "gptq", "compressed-tensors"):
         q.save(tmp_path / fmt, format=fmt)
+    assert (tmp_path / "compressed-tensors" / "config.json").exists()
     loaded, _ = load_quantized(tmp_path / "ptq")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, expected)
-    with pytest.raises(PTQUserError, match="unknown checkpoint format"):
+    with pytest.raises(PTQUserError, match="unknown format"):
         q.save(tmp_path / "x", format="onnx")
 
 
