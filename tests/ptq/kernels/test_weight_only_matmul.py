@@ -9,12 +9,7 @@ from ptq.kernels.weight_only_matmul import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny matmuls on one thread
 
 
 def grid(N: int, K: int, bits: int, groups: int, seed: int = 0):
