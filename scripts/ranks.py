@@ -8,6 +8,7 @@ to run under ``torchrun``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import sys
@@ -28,14 +29,16 @@ def add_dist_arguments(p: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def process_group(args: argparse.Namespace) -> Iterator[None]:
-    """Join the ``torchrun`` process group for the command (nothing without ``torchrun``), leave it after."""
+    """Join the ``torchrun`` process group for the command (nothing without ``torchrun``); it is left at exit."""
     if not distributed.launched():
         yield
         return
     if args.command not in DATA_PARALLEL:
         raise UsageError(f"ptq {args.command} has no data-parallel mode; run it as one process, without torchrun "
                          f"(torchrun runs: {', '.join(DATA_PARALLEL)})")
-    distributed.init(args.dist_timeout, getattr(args, "device", None))
+    if not distributed.active():  # once per process: torchrun's rendezvous store serves one group
+        distributed.init(args.dist_timeout, getattr(args, "device", None))
+        atexit.register(distributed.destroy)
     devnull = None
     if not distributed.is_main():  # one report: rank 0's
         devnull = open(os.devnull, "w")
@@ -45,7 +48,6 @@ def process_group(args: argparse.Namespace) -> Iterator[None]:
     try:
         yield
     finally:
-        distributed.destroy()
         if devnull is not None:
             sys.stdout = sys.__stdout__
             devnull.close()

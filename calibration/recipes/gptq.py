@@ -229,7 +229,7 @@ class GPTQStep(WeightStep):
         if key not in self._groups_cache:
             probe = ctx.on_batches(1)  # which layers read the same input: one mini-batch tells
             router = InputRouter(accumulate=False)
-            probe.observe_inputs(list(layers), router.stat)
+            probe.observe_inputs(list(layers), router.stat, reduce=False)  # structure only, on this rank's batch
             router.release()
             groups = router.groups()
             unseen = [n for n in layers if n not in router.leader]
