@@ -121,8 +121,13 @@ def barrier(what: str = "waiting for the other ranks") -> None:
 def all_reduce_(t: torch.Tensor, op: str = "sum", what: str = "reducing statistics") -> torch.Tensor:
     """``t`` replaced in place by its sum (``op="sum"``) or maximum (``"max"``) over the ranks."""
     if active():
+        on = t
+        if dist.get_backend() == "nccl" and t.device.type != "cuda":  # nccl reduces device tensors only
+            on = t.to(torch.device("cuda", torch.cuda.current_device()))
         with _collective(what):
-            dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+            dist.all_reduce(on, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+        if on is not t:
+            t.copy_(on)
     return t
 
 
