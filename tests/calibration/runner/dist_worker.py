@@ -11,8 +11,8 @@ import torch
 
 RECIPES = {  # GPTQ's Hessians and solves; observers (max-abs, min-max) and a search loss; AWQ's losses and inputs
     "gptq": "gptq w4 g32 act-order true-sequential",
-    "sq-static": "smoothquant alpha=auto act=static + w8a8 act=static mode=fake",
-    "awq": "activation-stats + awq n_grid=8 + rtn w4 g32",
+    "sq-static": "smoothquant alpha=auto act=static search_samples=4 + w8a8 act=static mode=fake",  # rank 1: none
+    "awq": "activation-stats + awq n_grid=8 + rtn w4 g32",  # searches on 8 segments: 6 + 2
 }
 
 
