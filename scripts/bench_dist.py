@@ -35,8 +35,9 @@ def _run(cmd: list[str], nproc: int) -> float:
     return time.perf_counter() - t0
 
 
-def code_agreement(a: Path, b: Path) -> tuple[int, int, float]:
-    """``(identical codes, codes, max relative scale difference)`` of two packed checkpoints."""
+def code_agreement(a: Path, b: Path) -> tuple[int, int, float, dict[int, float]]:
+    """``(identical codes, codes, max relative scale difference, share identical per decoder block)`` of two
+    packed checkpoints."""
     from safetensors.torch import load_file
 
     from ptq.checkpoint.files import read_json
@@ -46,16 +47,22 @@ def code_agreement(a: Path, b: Path) -> tuple[int, int, float]:
     bits = read_json(a / "ptq.json")["recipe"][0]["bits"]
     same = total = 0
     worst = 0.0
+    blocks: dict[int, list[int]] = {}
     for key, qa in ta.items():
         if key.endswith(".qweight"):
             n = qa.shape[1] * 32 // bits
             ca, cb = unpack_rows(qa, bits, n), unpack_rows(tb[key], bits, n)
-            same += int((ca == cb).sum())
+            equal = int((ca == cb).sum())
+            same += equal
             total += ca.numel()
+            index = int(key.split(".layers.")[1].split(".")[0]) if ".layers." in key else -1
+            counts = blocks.setdefault(index, [0, 0])
+            counts[0] += equal
+            counts[1] += ca.numel()
         elif key.endswith(".scales"):
             sa, sb = ta[key].float(), tb[key].float()
             worst = max(worst, float(((sa - sb).abs() / sa.abs().clamp(min=1e-12)).max()))
-    return same, total, worst
+    return same, total, worst, {i: s / t for i, (s, t) in sorted(blocks.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         times[f"eval {name} ({nproc} proc)"] = _run(["eval", str(folder), *ev, "--json", str(out)], nproc)
         results[name] = json.loads(out.read_text())["perplexity"]
         load.append(os.getloadavg()[0])
-    same, total, worst = code_agreement(one, many)
+    same, total, worst, per_block = code_agreement(one, many)
     print(f"# {args.model} {args.method}, calibration {args.calib} {args.nsamples} x {args.seqlen}; "
           f"{args.nproc} processes (gloo) vs 1; OMP_NUM_THREADS=1 per process; torch {torch.__version__}")
     print(f"identical codes: {same} / {total} = {100 * same / total:.4f} %; max relative scale difference {worst:.2e}")
+    print("identical codes per block: " + ", ".join(f"{i}: {100 * v:.2f} %" for i, v in per_block.items()))
     print("| dataset | ppl 1 process | ppl torchrun | rel. diff | eval 1 proc vs torchrun (same ckpt) rel. diff |")
     print("|---|---|---|---|---|")
     for ds in args.datasets:
