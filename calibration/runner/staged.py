@@ -15,6 +15,8 @@ This works for any block without re-writing its forward.
 Memory: while paused, each mini-batch's forward holds what its frame holds at that point: the
 stage layer's input and the residual stream (for a Llama block about ``B x S x (H + max(H, I))``
 values per mini-batch at the MLP output stage, ``I`` the MLP width), for all mini-batches at once.
+The worker threads allocate from the heaps that exist (glibc ``M_ARENA_MAX``), not one new heap
+each, whose freed blocks no other thread would reuse.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from calibration.runner.block_inputs import BlockInputs, _autocast, block_output
+from ptq.kernels.allocator import share_heap_arenas
 
 
 class _Aborted(BaseException):
@@ -127,6 +130,7 @@ def run_in_stages(block: nn.Module, inputs: BlockInputs, stages: list[nn.Module]
     workers = [_Worker(i, forward(h, a, kw)) for i, (h, a, kw) in
                enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs))]
     handles = [m.register_forward_pre_hook(hook) for m in stages]
+    share_heap_arenas(1)
     try:
         for w in workers:
             w.start()
