@@ -94,24 +94,29 @@ def pass_gflop(model, tokens: int) -> tuple[float, float, tuple[int, int]]:
     return full, observe, widest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_load_arguments(ap: argparse.ArgumentParser, group_size: int = 64) -> None:
+    """The model, calibration and GPTQ format flags :func:`load` and the GPTQ benches read."""
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--tiny", action="store_true", help="a 2-block toy model (smoke test)")
     ap.add_argument("--random-weights", action="store_true", help="SmolLM2-135M shapes, random weights and tokens")
     ap.add_argument("--num-layers", type=int, default=None, help="keep only the first N decoder blocks")
     ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=64, help="0 for per-channel (default 64)")
-    ap.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--static-groups", action="store_true")
-    ap.add_argument("--true-sequential", action="store_true")
-    ap.add_argument("--passes", default="two", choices=["one", "two"], help="GPTQ passes per block (default two)")
-    ap.add_argument("--hessian-dtype", default="float32")
+    ap.add_argument("--group-size", type=int, default=group_size, help="0 for per-channel (default %(default)s)")
     ap.add_argument("--calib", default="web-ot")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_load_arguments(ap)
+    ap.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--static-groups", action="store_true")
+    ap.add_argument("--true-sequential", action="store_true")
+    ap.add_argument("--passes", default="two", choices=["one", "two"], help="GPTQ passes per block (default two)")
+    ap.add_argument("--hessian-dtype", default="float32")
     ap.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
                     help="calibration forward passes under torch.autocast (default: float32)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")

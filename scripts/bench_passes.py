@@ -61,18 +61,10 @@ def run_variant(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    from scripts.bench_gptq import add_load_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--tiny", action="store_true", help="a 2-block toy model (smoke test)")
-    ap.add_argument("--random-weights", action="store_true", help="SmolLM2-135M shapes, random weights and tokens")
-    ap.add_argument("--num-layers", type=int, default=None, help="keep only the first N decoder blocks")
-    ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=0, help="0 for per-channel (default)")
-    ap.add_argument("--calib", default="web-ot")
-    ap.add_argument("--nsamples", type=int, default=128)
-    ap.add_argument("--seqlen", type=int, default=512)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
+    add_load_arguments(ap, group_size=0)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (default: all)")
     ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
