@@ -81,7 +81,14 @@ def main() -> None:
     if "T float32" not in names:
         names.insert(0, "T float32")
     names.append("T float32")  # again at the end: the drift of the machine's speed during the run
-    own = [a for a in sys.argv[1:] if not a.startswith("--variants")]
+    own, skip = [], False  # this run's flags for each child, without --variants VALUE
+    for a in sys.argv[1:]:
+        if skip or a.startswith("--variants="):
+            skip = False
+        elif a == "--variants":
+            skip = True
+        else:
+            own.append(a)
     rows = []
     for name in names:
         out = subprocess.run([sys.executable, "-m", "scripts.bench_passes", *own, "--variant", name],
