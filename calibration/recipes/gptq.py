@@ -152,7 +152,9 @@ class GPTQStep(WeightStep):
     true_sequential: bool = option(False, "quantize each block's layers group by group (q/k/v, out, MLP in, MLP "
                                           "out), each on inputs from the already quantized earlier groups")
     mse: bool = option(False, "deprecated: use --qparams mse (GPTQ grid search of each scale minimising |w - q|^2.4)")
-    hessian_dtype: str = "float32"
+    hessian_dtype: str = option("float32", "dtype of the Hessian sums and the solve: float32 (default, as the reference) "
+                                         "or float64 (the sums no longer depend on their order: a torchrun run gives "
+                                         "the same codes as one process)", choices=tuple(HESSIAN_DTYPES))
     token_clip: float | None = option(None, "scale tokens whose layer input norm exceeds R x their sequence's median "
                                             "down to it before they enter the Hessian (massive-activation / "
                                             "attention-sink tokens); R > 1, default off",
