@@ -151,6 +151,8 @@ class StreamedModel:
         config, _ = load_config(str(folder))
         if getattr(config, "ptq_quantization", None):
             raise PTQUserError(f"{folder} is a quantized checkpoint; quantize its float model instead")
+        if hasattr(config, "ptq_quantization"):
+            del config.ptq_quantization  # load_config's note of a quantization_config; not part of the model
         return cls(folder, empty_causal_lm(config, resolve_dtype(dtype)), dtype)
 
     # -- names --------------------------------------------------------------------------------------

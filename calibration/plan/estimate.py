@@ -52,6 +52,7 @@ class RunSpec:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     output_format: str = "ptq"
     work_folder: bool = True
+    stream: bool = False  # blocks read from disk one at a time (calibration.runner.streaming)
 
 
 @dataclass
@@ -173,6 +174,8 @@ def estimate(shape: ModelShape, run: RunSpec, base: int, rate: float) -> Estimat
     on_accel = run.device.type != "cpu"
     parts = {"base": base, "weights": owned, "embedding": embed, "inputs": inputs + extras, "forward": forward,
              "step": step_peak}
+    if run.stream:
+        return _streamed(shape, run, base, rate, parts, embed, inputs + extras, forward, step_peak, out_bytes, on_accel)
     if on_accel:  # the whole model, its inputs and the block work live on the device; the host only loads
         accel = owned + shape.embed_params * item + inputs + extras + forward + step_peak
         phases = {"load": base + owned + shape.embed_params * item, "save": base + owned + 2 * out_bytes}
@@ -188,6 +191,38 @@ def estimate(shape: ModelShape, run: RunSpec, base: int, rate: float) -> Estimat
         solve = sum(2 * o * i * i + i**3 for o, i in shape.linears.values())
         seconds["gptq_solve"] = shape.num_blocks * solve / rate
     return Estimate(host_peak=max(phases.values()), accel_peak=accel, output_bytes=out_bytes, work_bytes=work,
+                    seconds=sum(seconds.values()), parts=parts, phases=phases, seconds_parts=seconds)
+
+
+def _streamed(shape: ModelShape, run: RunSpec, base: int, rate: float, parts: dict[str, int], embed: int, inputs: int,
+              forward: int, step_peak: int, out_bytes: int, on_accel: bool) -> Estimate:
+    """:func:`estimate` of a model streamed from disk (:mod:`calibration.runner.streaming`): one block's
+    float weights instead of all of them (read onto the compute device, back on the host to be packed),
+    the embedding's calibration rows (mapped), the norms; never the untied output head while calibrating.
+    The block phase holds the block, the inputs and the larger of (one forward + the step's working set)
+    and (the block's packed tensors, made after the step's working set is freed). The last phase writes
+    the tensors outside the blocks: the whole embedding table is read through its mapping, the head and
+    norms in the dtype."""
+    item = _itemsize(shape.dtype)
+    block = shape.block_params * item
+    head = shape.lm_head_params * item if not shape.tied else 0
+    small = shape.other_params * item - head  # final norm, position tables
+    packed_block = (out_bytes - (shape.embed_params + shape.other_params) * item) // max(shape.num_blocks, 1)
+    parts = {**parts, "weights": block + small}
+    if on_accel:
+        accel = block + embed + inputs + forward + step_peak
+        phases = {"calibrate": base + embed + small + block + packed_block}
+    else:
+        accel = None
+        phases = {"calibrate": base + embed + small + block + inputs + max(forward + step_peak, packed_block)}
+    phases["save"] = base + (shape.embed_params + shape.other_params) * item
+    flops_token = 2 * shape.block_linear_params + 2 * run.seqlen * shape.hidden
+    N, S = (run.nsamples, run.seqlen) if run.needs_data else (0, 0)
+    seconds = {"calibrate": N * S * shape.num_blocks * flops_token * passes_per_block(run.steps, max(N, 1)) / rate,
+               "load": (shape.num_blocks * block + (shape.embed_params + shape.other_params) * item) / 1e9}
+    if any(s.get("step") == "gptq" for s in run.steps):
+        seconds["gptq_solve"] = shape.num_blocks * sum(2 * o * i * i + i**3 for o, i in shape.linears.values()) / rate
+    return Estimate(host_peak=max(phases.values()), accel_peak=accel, output_bytes=out_bytes, work_bytes=0,
                     seconds=sum(seconds.values()), parts=parts, phases=phases, seconds_parts=seconds)
 
 

@@ -49,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser, output_required: bool = True) -> N
                    help="finished blocks are kept in the hidden work folder .OUTPUT.ptq-work until the output is "
                         "written; a rerun of the same model, recipe and data resumes there (default); --no-resume "
                         "starts over")
+    o.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="a model larger than memory: read one decoder block at a time from the model folder's "
+                        "safetensors and write each quantized block to the output as it is made (--format ptq; no "
+                        "resume). Default: on when the plan says the model does not fit in memory but streams; "
+                        "--no-stream never")
     o.add_argument("--force", action="store_true",
                    help="run even when the plan says this machine's memory or disk cannot hold it")
     o.add_argument("--format", default="ptq", metavar="{" + ",".join((*FORMATS, "float")) + "}",
@@ -126,8 +131,9 @@ def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folde
            tokenizer_gguf=source_gguf(args.model, model.config.vocab_size) if args.format.startswith("gguf") else None)
 
 
-def plan_run(args: argparse.Namespace, recipe):
-    """``(shape, verdict)``: the model's shapes from its config and the run's plan against this machine."""
+def plan_run(args: argparse.Namespace, recipe, stream: bool = False):
+    """``(shape, verdict)``: the model's shapes from its config and the run's plan against this machine
+    (``stream``: the model streamed from disk one block at a time)."""
     from calibration.models.loading import resolve_device
     from calibration.plan import Capacity, RunSpec, current_rss, estimate, judge, model_shape
 
@@ -136,7 +142,7 @@ def plan_run(args: argparse.Namespace, recipe):
         check_seqlen(shape, args.seqlen, args.model)
     device = resolve_device(args.device)
     spec = RunSpec(recipe.to_list(), recipe.needs_calibration_data, args.nsamples, args.seqlen, args.batch_size,
-                   device=device, output_format=args.format, work_folder=True)
+                   device=device, output_format=args.format, work_folder=not stream, stream=stream)
     est = estimate(shape, spec, current_rss(), probe_rate(shape, device))
     return shape, judge(est, Capacity.measure(args.output, device))
 
@@ -146,6 +152,34 @@ def plan_line(verdict) -> str:
     accel = f", accelerator {e.accel_peak / 2**20:,.0f} MiB" if e.accel_peak is not None else ""
     return (f"plan: peak host memory about {e.host_peak / 2**20:,.0f} MiB{accel}; output {e.output_bytes / 2**20:,.0f} "
             f"MiB (+{e.work_bytes / 2**20:,.0f} MiB work folder while running); about {e.seconds / 60:,.1f} min")
+
+
+def make_segments(args: argparse.Namespace, tokenizer, data: dict | None):
+    """``(segments, bos)``: the calibration token windows (``None`` without data) and the BOS id put first."""
+    from calibration.data import calibration_bos, calibration_segments
+
+    if not data:
+        return None, None
+    bos = calibration_bos(tokenizer, BOS_CHOICES[args.calib_bos])
+    info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}"
+         + (f", BOS {bos} first" if bos is not None else ", no BOS"))
+    return calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                bos=bos is not None), bos
+
+
+def build_report(args: argparse.Namespace, recipe, data: dict | None, bos, verdict, result, t_load: float) -> dict:
+    """``ptq.json``: the model, recipe, calibration data, versions, the plan and the runner's result."""
+    report = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "recipe": recipe.to_list(),
+        "data": {**data, "bos": bos} if data else None,
+        "versions": versions(),
+        "plan": verdict.estimate.to_dict(),
+        **result.to_json(),
+    }
+    report["timings_s"]["load"] = round(t_load, 3)
+    return report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,13 +200,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace, recipe, out) -> int:
-    from calibration.data import calibration_bos, calibration_segments
     from calibration.models import load_model
     from calibration.runner import quantize_model
     from calibration.runner.workdir import RunInterrupted, WorkFolder
+    from scripts.commands.quantize_stream import choose_stream, quantize_streamed
     from scripts.resume import after_block_hook, exit_code, quantize_key, stop_signals
 
-    shape, verdict = plan_run(args, recipe)
+    stream, _, verdict = choose_stream(args, recipe)
     enforce(verdict, args.force, "quantize")
     info(args, plan_line(verdict))
     data = ({"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
@@ -184,18 +218,14 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
 
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_source(args.model)))
         check_corpus(tokenizer, args.calib, args.nsamples, args.seqlen)
+    if stream:
+        return quantize_streamed(args, recipe, out, data, verdict)
 
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     t_load = time.perf_counter() - t0
 
-    segments, bos = None, None
-    if data:
-        bos = calibration_bos(tokenizer, BOS_CHOICES[args.calib_bos])
-        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}"
-             + (f", BOS {bos} first" if bos is not None else ", no BOS"))
-        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
-                                        bos=bos is not None)
+    segments, bos = make_segments(args, tokenizer, data)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
     with stop_signals(lambda m: print(f"ptq quantize: {m}", file=sys.stderr, flush=True)) as state:
         work = WorkFolder(work_folder_path(out), quantize_key(args, recipe, data), resume=args.resume,
@@ -219,16 +249,7 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
     if result.resumed_at:
         info(args, f"resumed at block {result.resumed_at} from {work.path}")
 
-    report = {
-        "model": args.model,
-        "dtype": args.dtype,
-        "recipe": recipe.to_list(),
-        "data": {**data, "bos": bos} if data else None,
-        "versions": versions(),
-        "plan": verdict.estimate.to_dict(),
-        **result.to_json(),
-    }
-    report["timings_s"]["load"] = round(t_load, 3)
+    report = build_report(args, recipe, data, bos, verdict, result, t_load)
     t1 = time.perf_counter()
     try:
         with atomic_folder(out, overwrite=args.overwrite) as tmp:
