@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -77,12 +77,15 @@ WindowHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def score_windows(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, batch_size: int = 1, progress: bool = False,
-                  on_window: WindowHook | None = None) -> PerplexityResult:
+                  on_window: WindowHook | None = None, logits: Iterator | None = None) -> PerplexityResult:
     """Perplexity of ``model`` over the windows of ``plan``; ``on_window(index, logits, targets)``
-    sees every window's scored logits too (KL to a reference is computed from the same pass)."""
+    sees every window's scored logits too (KL to a reference is computed from the same pass).
+    ``logits``: the ``(window, logits, targets)`` items to score instead of ``model``'s
+    (:func:`evaluations.streamed.streamed_window_logits` of a model larger than memory)."""
     sums = [0.0] * len(plan.spans)
     start = time.perf_counter()
-    for w, logits, targets in window_logits(model, ids, plan, batch_size, progress, desc="perplexity"):
+    items = logits if logits is not None else window_logits(model, ids, plan, batch_size, progress, desc="perplexity")
+    for w, logits, targets in items:
         sums[w] = window_nll(logits, targets)
         if on_window is not None:
             on_window(w, logits, targets)

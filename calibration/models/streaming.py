@@ -53,10 +53,9 @@ class ShardedTensors:
                                "folders only")
 
     def _inside(self, shard: str) -> Path:
-        path = (self.folder / shard).resolve()
-        if path.parent != self.folder.resolve() or not path.name.endswith(".safetensors"):
+        if Path(shard).name != shard or shard in (".", "..") or not shard.endswith(".safetensors"):
             raise PTQUserError(f"{self.folder / INDEX_NAME} names a shard outside the folder: {shard!r}")
-        return path
+        return self.folder / shard  # a shard may be a link (a folder of links to another model's shards)
 
     def names(self) -> list[str]:
         return list(self.files)
@@ -154,6 +153,22 @@ class StreamedModel:
         if hasattr(config, "ptq_quantization"):
             del config.ptq_quantization  # load_config's note of a quantization_config; not part of the model
         return cls(folder, empty_causal_lm(config, resolve_dtype(dtype)), dtype)
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path, dtype: str | torch.dtype = "float32") -> "StreamedModel":
+        """A ptq checkpoint (``quant_method`` ptq) on ``meta``, its quantized layers empty skeletons."""
+        from ptq.checkpoint.config import QUANT_METHOD, parse_quantization_config
+        from ptq.checkpoint.load import empty_model, swap_skeletons
+
+        torch_dtype = resolve_dtype(dtype)
+        config_dict = read_json(Path(folder) / "config.json")
+        qc = config_dict.get("quantization_config")
+        if not isinstance(qc, dict) or qc.get("quant_method") != QUANT_METHOD:
+            raise PTQUserError(f"{folder}: streaming reads ptq checkpoints (quant_method ptq); a GPTQ-format folder "
+                               "loads whole")
+        model = empty_model(config_dict, torch_dtype)
+        swap_skeletons(model, parse_quantization_config(qc, model), torch_dtype)
+        return cls(folder, model, torch_dtype)
 
     # -- names --------------------------------------------------------------------------------------
     def block_prefix(self, index: int) -> str:

@@ -227,12 +227,17 @@ def _streamed(shape: ModelShape, run: RunSpec, base: int, rate: float, parts: di
 
 
 def estimate_eval(shape: ModelShape, seqlen: int, windows: int, base: int, rate: float,
-                  device: torch.device | None = None) -> Estimate:
+                  device: torch.device | None = None, stream: bool = False) -> Estimate:
     """Perplexity of ``windows`` windows of ``seqlen`` (one window per forward): the weights (a
     quantized checkpoint: its file size), float32 logits ``[S, vocab]`` twice (log-softmax), one
-    block's forward."""
+    block's forward. ``stream`` (:mod:`evaluations.streamed`): one block's weights (its share of the
+    file) plus the tensors outside the blocks, and every window's hidden states ``[S + 1, hidden]``."""
     item = _itemsize(shape.dtype)
     weights = shape.quantized_bytes or shape.params * item
+    if stream:
+        outside = (shape.embed_params + shape.other_params) * item
+        weights = outside + max(weights - outside, 0) // max(shape.num_blocks, 1)
+        weights += windows * (seqlen + 1) * shape.hidden * item
     logits = 2 * seqlen * shape.vocab * 4
     intermediate = max(max(o, i) for o, i in shape.linears.values())
     forward = seqlen * (6 * shape.hidden + 3 * intermediate) * item

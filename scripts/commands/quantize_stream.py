@@ -16,17 +16,14 @@ from scripts.preflight import warn
 def stream_source(args: argparse.Namespace) -> Path | str:
     """The local safetensors folder the blocks are read from, or why it cannot be streamed (a string)."""
     from calibration.models.loading import resolve_source
+    from scripts.preflight import streamable
 
     if args.format != "ptq":
         return (f"--stream writes --format ptq only (got --format {args.format}); write ptq, then convert the "
                 "checkpoint with ptq export")
+    why = streamable(args.model)
     source = resolve_source(args.model)
-    if not isinstance(source, Path):
-        return (f"--stream reads the safetensors of a local model folder, and {args.model} is a hub id; download "
-                "it first (huggingface-cli download) and pass the folder")
-    if not any(source.glob("*.safetensors")):
-        return f"--stream reads safetensors, and {source} has none"
-    return source
+    return why if why is not None or not isinstance(source, Path) else source
 
 
 def choose_stream(args: argparse.Namespace, recipe, command: str = "quantize") -> tuple[bool, object, object]:
