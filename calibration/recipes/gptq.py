@@ -207,10 +207,15 @@ class GPTQStep(WeightStep):
             router.release()
             self._stats["seconds"]["observe"] += time.perf_counter() - t0
             self._stats["seconds"]["hessian"] += router.seconds
+            last_reader = {router.leader[n]: n for n in names if n in router.leader}
             for name in names:
                 leader = router.leader.get(name)
                 acc = router.hessians.get(leader) if leader is not None else None
-                self._quantize_layer(ctx, name, layers[name], acc)
+                done = leader is not None and last_reader.get(leader) == name
+                self._quantize_layer(ctx, name, layers[name], acc, overwrite_H=done)
+                if done:  # no later layer reads this Hessian: free it before the next solve
+                    router.hessians.pop(leader, None)
+                del acc
 
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)
@@ -224,7 +229,10 @@ class GPTQStep(WeightStep):
             self._groups_cache[key] = groups + ([unseen] if unseen else [])
         return self._groups_cache[key]
 
-    def _quantize_layer(self, ctx: BlockContext, name: str, layer: nn.Module, acc: HessianAccumulator | None) -> None:
+    def _quantize_layer(self, ctx: BlockContext, name: str, layer: nn.Module, acc: HessianAccumulator | None,
+                        overwrite_H: bool = False) -> None:
+        """GPTQ (or RTN without inputs) on one layer; ``overwrite_H``: the layer is the last reader of
+        ``acc``'s Hessian, which the solve may destroy (one ``in x in`` copy fewer at the peak)."""
         qname = ctx.qualified(name)
         W = linear_weight(layer)
         t0 = time.perf_counter()
@@ -238,7 +246,9 @@ class GPTQStep(WeightStep):
                 warnings.simplefilter("always")
                 H = shrink_to_diagonal(acc.H, self.diag_shrink) if self.diag_shrink else acc.H
                 res = gptq(W, H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
-                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {})
+                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {},
+                           overwrite_H=overwrite_H or H is not acc.H)
+                del H
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
         secs = self._stats["seconds"]
