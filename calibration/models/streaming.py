@@ -18,6 +18,7 @@ evaluation: its quantized layers are empty skeletons until their block is loaded
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterable
@@ -139,8 +140,10 @@ class StreamedModel:
         expected = model.state_dict(keep_vars=True)
         self._dtypes = {k: v.dtype for k, v in expected.items()}
         unknown = sorted(set(self.tensors.names()) - set(expected))
-        if unknown:
-            raise PTQUserError(f"{self.folder}: the checkpoint has tensors the model does not: {unknown[:5]}")
+        if unknown:  # as from_pretrained: e.g. the rotary inv_freq older Llama checkpoints kept
+            warnings.warn(f"{self.folder}: ignoring {len(unknown)} checkpoint tensor(s) the model does not have: "
+                          f"{unknown[:3]}", RuntimeWarning, stacklevel=2)
+            self.tensors.files = {k: v for k, v in self.tensors.files.items() if k in expected}
 
     @classmethod
     def from_folder(cls, folder: str | Path, dtype: str | torch.dtype = "float32") -> "StreamedModel":

@@ -68,7 +68,10 @@ class StreamingQuantizer:
         self.block_bytes = 0  # the largest block read, in bytes (for the report)
 
     def move_resident(self, model: nn.Module, device: torch.device) -> None:
-        move_outside_blocks(model, device, self.streamed.blocks)
+        if device.type == "cpu":  # back from the accelerator: read again, the embedding mapped (not a copy)
+            self.streamed.load_resident("cpu", head=False)
+        else:
+            move_outside_blocks(model, device, self.streamed.blocks)
 
     def load(self, index: int, block: nn.Module, device: torch.device) -> None:
         self.streamed.load_block(index, device)

@@ -85,3 +85,17 @@ def test_bad_folders_are_one_clear_error(sharded, tmp_path):
     shard.write_bytes(shard.read_bytes()[:1000])  # truncated
     with pytest.raises(PTQUserError, match="truncated or corrupt"):
         StreamedModel.from_folder(folder).load_resident()
+
+
+def test_tensors_the_model_does_not_have_are_ignored_with_a_warning(sharded, tmp_path):
+    from safetensors.torch import save_file
+
+    model, _ = sharded
+    folder = tmp_path / "extra"
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # as older Llama checkpoints kept it
+    save_file(state, str(folder.mkdir() or folder / "model.safetensors"))
+    model.config.save_pretrained(folder)
+    with pytest.warns(RuntimeWarning, match="ignoring 1 checkpoint tensor"):
+        streamed = StreamedModel.from_folder(folder)
+    assert torch.equal(streamed.load_block(0).mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
