@@ -9,6 +9,8 @@ For each depth, in a fresh process, it runs
 
     python -m scripts.cli quantize DIR --method gptq --bits 4 --stream --calib web-ot --nsamples 8 --seqlen 256
 
+(``--method rtn``: the same without calibration, to see the streaming's own memory at any depth quickly);
+
 and reads the child's peak RSS (``wait4``'s ``ru_maxrss``), and ``ptq plan --json`` of the same flags
 for the predicted peak. Prints peak RSS against the checkpoint's float size and one block's size, the
 ratio of the deepest to the shallowest peak, and the plan's error. The checkpoints and outputs are
@@ -117,7 +119,7 @@ def _nbytes(sl) -> int:
 
 
 def flags(folder: Path, args: argparse.Namespace) -> list[str]:
-    return [str(folder), "--method", "gptq", "--bits", "4", "--stream", "--calib", args.calib,
+    return [str(folder), "--method", args.method, "--bits", "4", "--stream", "--calib", args.calib,
             "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--batch-size", str(args.nsamples)]
 
 
@@ -137,6 +139,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--folder", default="/tmp/ptq-bench-scale", help="where the checkpoints go (about 3.3 GB per block)")
+    ap.add_argument("--method", default="gptq", choices=["gptq", "rtn"],
+                    help="gptq (default); rtn: no calibration, minutes instead of hours (the streaming alone)")
     ap.add_argument("--calib", default="web-ot")
     ap.add_argument("--nsamples", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=256)
@@ -145,7 +149,7 @@ def main() -> None:
     root = Path(args.folder)
     root.mkdir(parents=True, exist_ok=True)
     threads = os.environ.get("OMP_NUM_THREADS", "all")
-    print(f"bench_scale: GPTQ W4 (per channel) streamed; calibration {args.calib} {args.nsamples} x {args.seqlen}; "
+    print(f"bench_scale: {args.method} W4 (per channel) streamed; calibration {args.calib} {args.nsamples} x {args.seqlen}; "
           f"Llama hidden {HIDDEN}, MLP {MLP}, {HEADS} heads, vocab {VOCAB}, float32 safetensors; "
           f"OMP_NUM_THREADS={threads}", flush=True)
     try:
