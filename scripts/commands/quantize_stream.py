@@ -29,7 +29,7 @@ def stream_source(args: argparse.Namespace) -> Path | str:
 def choose_stream(args: argparse.Namespace, recipe, command: str = "quantize") -> tuple[bool, object, object]:
     """``(stream, shape, verdict)``: ``--stream`` / ``--no-stream`` as given; by default stream when the plan of an
     in-memory run does not fit in host memory and the streamed plan does (with a message)."""
-    from scripts.commands.quantize import plan_run
+    from scripts.commands.quantize_parts import plan_run
 
     if args.stream:
         source = stream_source(args)
@@ -58,7 +58,7 @@ def quantize_streamed(args: argparse.Namespace, recipe, out: Path, data: dict | 
     from calibration.runner.streaming import StreamingQuantizer
     from ptq.checkpoint.files import atomic_folder
     from ptq.checkpoint.load import load_tokenizer
-    from scripts.commands.quantize import build_report, make_segments
+    from scripts.commands.quantize_parts import build_report, make_segments
 
     source = stream_source(args)
     assert isinstance(source, Path)
