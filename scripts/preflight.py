@@ -113,7 +113,9 @@ def check_eval(model: str, dtype: str, device_name: str, seqlen: int, windows: i
                     Capacity.measure(None, device))
     if stream is None:
         stream = False
-        if not verdict.fits and streamable(model) is None:
+        from calibration import distributed
+
+        if not verdict.fits and not distributed.active() and streamable(model) is None:
             streamed = judge(estimate_eval(shape, seqlen, windows or 1, base, rate, device, stream=True),
                              Capacity.measure(None, device))
             if streamed.fits:

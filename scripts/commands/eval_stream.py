@@ -16,6 +16,10 @@ def open_streamed(args: argparse.Namespace, quantized: bool, tasks: list[str]) -
     from ptq.checkpoint.load import load_tokenizer
     from scripts.preflight import streamable
 
+    from calibration import distributed
+
+    if distributed.active():
+        raise UsageError("--stream runs in one process; drop it under torchrun (or run without torchrun)")
     why = streamable(args.model)
     if why is not None:
         raise UsageError(why)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from calibration import distributed
 from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import info
 from scripts.preflight import check_seqlen, probe_rate
@@ -56,6 +57,7 @@ def build_report(args: argparse.Namespace, recipe, data: dict | None, bos, verdi
         "data": {**data, "bos": bos} if data else None,
         "versions": versions(),
         "plan": verdict.estimate.to_dict(),
+        **({"processes": distributed.world_size()} if distributed.active() else {}),
         **result.to_json(),
     }
     report["timings_s"]["load"] = round(t_load, 3)

@@ -31,13 +31,17 @@ def choose_stream(args: argparse.Namespace, recipe, command: str = "quantize") -
     in-memory run does not fit in host memory and the streamed plan does (with a message)."""
     from scripts.commands.quantize_parts import plan_run
 
+    from calibration import distributed
+
+    if args.stream and distributed.active():
+        raise UsageError("--stream runs in one process; drop it under torchrun (or run without torchrun)")
     if args.stream:
         source = stream_source(args)
         if isinstance(source, str):
             raise UsageError(source)
         return (True, *plan_run(args, recipe, stream=True))
     shape, verdict = plan_run(args, recipe)
-    if args.stream is False or verdict.fits:
+    if args.stream is False or verdict.fits or distributed.active():
         return False, shape, verdict
     source = stream_source(args)
     if isinstance(source, str):
