@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -78,9 +78,11 @@ WindowHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def score_windows(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, batch_size: int = 1, progress: bool = False,
-                  on_window: WindowHook | None = None) -> PerplexityResult:
+                  on_window: WindowHook | None = None, logits: Iterator | None = None) -> PerplexityResult:
     """Perplexity of ``model`` over the windows of ``plan``; ``on_window(index, logits, targets)``
     sees every window's scored logits too (KL to a reference is computed from the same pass).
+    ``logits``: the ``(window, logits, targets)`` items to score instead of ``model``'s
+    (:func:`evaluations.streamed.streamed_window_logits` of a model larger than memory; one process).
 
     Under ``torchrun`` each rank scores a contiguous share of the windows (``on_window`` sees only
     those) and the per-window NLL sums are added over the ranks, so every rank returns the result
@@ -89,8 +91,9 @@ def score_windows(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, batch_s
     start = time.perf_counter()
     first, last = distributed.share(len(plan.spans))  # under torchrun: this rank's windows (all of them in one process)
     mine = WindowPlan(plan.spans[first:last], plan.seqlen, plan.stride, plan.bos, plan.window_seed)
-    for w, logits, targets in window_logits(model, ids, mine, batch_size, progress and distributed.is_main(),
-                                            desc="perplexity"):
+    items = logits if logits is not None else window_logits(model, ids, mine, batch_size,
+                                                            progress and distributed.is_main(), desc="perplexity")
+    for w, logits, targets in items:
         sums[first + w] = window_nll(logits, targets)
         if on_window is not None:
             on_window(first + w, logits, targets)

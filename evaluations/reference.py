@@ -137,11 +137,12 @@ class _Collector:
 
 
 def evaluate(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, reference: ReferenceLogits | nn.Module | None = None,
-             batch_size: int = 1, progress: bool = False) -> tuple[PerplexityResult, KLResult | None]:
+             batch_size: int = 1, progress: bool = False, logits: Any = None) -> tuple[PerplexityResult, KLResult | None]:
     """Perplexity of ``model`` on ``plan``'s windows and, given a reference (cached top-k logits,
-    or the float model for the exact KL), the KL / top-1 / perplexity-ratio set against it."""
+    or the float model for the exact KL), the KL / top-1 / perplexity-ratio set against it.
+    ``logits``: the model's window logits from elsewhere (a streamed model, :mod:`evaluations.streamed`)."""
     collector = None if reference is None else _Collector(reference, ids, plan)
-    r = score_windows(model, ids.reshape(-1), plan, batch_size, progress, on_window=collector)
+    r = score_windows(model, ids.reshape(-1), plan, batch_size, progress, on_window=collector, logits=logits)
     if collector is None:
         return r, None
     collector.gather()

@@ -97,18 +97,61 @@ def probe_rate(shape: Any, device: Any) -> float:
 
 
 def check_eval(model: str, dtype: str, device_name: str, seqlen: int, windows: int | None, force: bool,
-               command: str = "eval") -> Any:
+               command: str = "eval", stream: bool | None = False) -> tuple[Any, bool]:
     """Before ``ptq eval`` loads anything: ``--seqlen`` against the model's positions, and the
-    evaluation's memory against this machine. Returns the model's shape."""
+    evaluation's memory against this machine. ``stream``: the model read from disk one block at a
+    time (``None``: when the whole model does not fit and streaming does, with a message).
+    Returns ``(shape, stream)``."""
     from calibration.models.loading import resolve_device
     from calibration.plan import Capacity, current_rss, estimate_eval, judge, model_shape
 
     shape = model_shape(model, dtype)
     check_seqlen(shape, seqlen, model)
     device = resolve_device(device_name)
-    est = estimate_eval(shape, seqlen, windows or 1, current_rss(), probe_rate(shape, device), device)
-    enforce(judge(est, Capacity.measure(None, device)), force, command)
-    return shape
+    base, rate = current_rss(), probe_rate(shape, device)
+    verdict = judge(estimate_eval(shape, seqlen, windows or 1, base, rate, device, stream=bool(stream)),
+                    Capacity.measure(None, device))
+    if stream is None:
+        stream = False
+        from calibration import distributed
+
+        if not verdict.fits and not distributed.active() and streamable(model) is None:
+            streamed = judge(estimate_eval(shape, seqlen, windows or 1, base, rate, device, stream=True),
+                             Capacity.measure(None, device))
+            if streamed.fits:
+                warn(command, f"{verdict.problems[0]}; streaming the model from disk one block at a time instead "
+                              "(--stream; --no-stream to refuse)")
+                stream, verdict = True, streamed
+    enforce(verdict, force, command)
+    return shape, stream
+
+
+def streamable(model: str) -> str | None:
+    """Why ``model`` cannot be read one block at a time (``None``: it can): a local folder of safetensors,
+    a float model or a ptq checkpoint."""
+    from pathlib import Path
+
+    from calibration.models.loading import resolve_source
+
+    source = resolve_source(model)
+    if not isinstance(source, Path):
+        return f"--stream reads a local model folder, and {model} is a hub id; download it first and pass the folder"
+    if not any(source.glob("*.safetensors")):
+        return f"--stream reads safetensors, and {source} has none"
+    qc = _quantization_config(source)
+    if qc is not None and qc.get("quant_method") != "ptq":
+        return f"--stream reads float models and ptq checkpoints, not a {qc.get('quant_method')} checkpoint"
+    return None
+
+
+def _quantization_config(folder: Any) -> dict | None:
+    import json
+
+    try:
+        qc = json.loads((folder / "config.json").read_text()).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return qc if isinstance(qc, dict) else None
 
 
 def check_grid(config: Any, force: bool, command: str = "table") -> None:

@@ -13,9 +13,8 @@ The memory model follows what :func:`calibration.runner.quantize_model` holds at
   ``[B, 1, S, S]``);
 * ``forward``: one mini-batch through one block (``B x S x (6 hidden + 3 intermediate)``, plus
   ``B x heads x S x S`` scores for eager attention);
-* ``step``: the steps' own working set: GPTQ's Hessians ``H`` (one ``in x in`` matrix per linear,
-  in ``hessian_dtype``) and its solve of the largest layer (``W``, ``Q``, ``Err`` and ``Losses`` in
-  float32, ``H^-1`` and its Cholesky factor); SmoothQuant's float block outputs of every segment
+* ``step``: the steps' own working set: GPTQ's largest solve with the Hessians alive then (one ``in x in``
+  matrix per linear, in ``hessian_dtype``; :func:`gptq_solve_bytes`); SmoothQuant's float block outputs of every segment
   (``ctx.float_outputs``: another ``inputs``); RTN's float copy of one weight.
 
 After the loop the inputs are freed and the checkpoint is written: ``weights`` plus the packed
@@ -52,6 +51,7 @@ class RunSpec:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     output_format: str = "ptq"
     work_folder: bool = True
+    stream: bool = False  # blocks read from disk one at a time (calibration.runner.streaming)
 
 
 @dataclass
@@ -121,9 +121,7 @@ def step_working_set(shape: ModelShape, steps: list[dict[str, Any]], inputs: int
         name = s.get("step")
         if name == "gptq":
             hbytes = 8 if s.get("hessian_dtype") == "float64" else 4
-            hessians = sum(i * i for _, i in shape.linears.values()) * hbytes
-            solve = 4 * biggest[0] * biggest[1] * 4 + 2 * widest * widest * 4
-            out[name] = hessians + solve
+            out[name] = gptq_solve_bytes(shape, hbytes)
         elif name == "smoothquant":
             out[name] = inputs if s.get("alpha") == "auto" else widest * 8 * len(shape.linears)
         elif name in ("rtn", "awq"):
@@ -131,6 +129,26 @@ def step_working_set(shape: ModelShape, steps: list[dict[str, Any]], inputs: int
         else:
             out[str(name)] = sum(i for _, i in shape.linears.values()) * 16
     return out
+
+
+def gptq_solve_bytes(shape: ModelShape, hbytes: int = 4) -> int:
+    """GPTQ's largest solve (:func:`ptq.algorithms.gptq.gptq`): the first layer's, while every Hessian of the
+    block is alive (shared inputs counted once per layer: an upper bound), plus its copy, its inverse and
+    the factor; or the widest layer's (the last reader of its Hessian, which the solve overwrites): the
+    Hessian, the inverse and the factor. Each with the weight's copy, its transpose and the codes in float32."""
+    layers = list(shape.linears.values())
+    hessians = sum(i * i for _, i in layers) * hbytes
+    first_out, first_in = layers[0]
+    wide_out, wide_in = max(layers, key=lambda oi: oi[1])
+    first = hessians + 3 * first_in * first_in * hbytes + 3 * first_out * first_in * 4
+    widest = 3 * wide_in * wide_in * hbytes + 3 * wide_out * wide_in * 4
+    return max(first, widest)
+
+
+def observe_bytes(shape: ModelShape, steps: list[dict[str, Any]]) -> int:
+    """What the steps accumulate during a block's observing passes: GPTQ's Hessians, one per linear."""
+    return sum(sum(i * i for _, i in shape.linears.values()) * (8 if s.get("hessian_dtype") == "float64" else 4)
+               for s in steps if s.get("step") == "gptq")
 
 
 def passes_per_block(steps: list[dict[str, Any]], nsamples: int) -> float:
@@ -173,6 +191,8 @@ def estimate(shape: ModelShape, run: RunSpec, base: int, rate: float) -> Estimat
     on_accel = run.device.type != "cpu"
     parts = {"base": base, "weights": owned, "embedding": embed, "inputs": inputs + extras, "forward": forward,
              "step": step_peak}
+    if run.stream:
+        return _streamed(shape, run, base, rate, parts, embed, inputs + extras, forward, step_peak, out_bytes, on_accel)
     if on_accel:  # the whole model, its inputs and the block work live on the device; the host only loads
         accel = owned + shape.embed_params * item + inputs + extras + forward + step_peak
         phases = {"load": base + owned + shape.embed_params * item, "save": base + owned + 2 * out_bytes}
@@ -191,13 +211,52 @@ def estimate(shape: ModelShape, run: RunSpec, base: int, rate: float) -> Estimat
                     seconds=sum(seconds.values()), parts=parts, phases=phases, seconds_parts=seconds)
 
 
+def _streamed(shape: ModelShape, run: RunSpec, base: int, rate: float, parts: dict[str, int], embed: int, inputs: int,
+              forward: int, step_peak: int, out_bytes: int, on_accel: bool) -> Estimate:
+    """:func:`estimate` of a model streamed from disk (:mod:`calibration.runner.streaming`): one block's
+    float weights instead of all of them (read onto the compute device, back on the host to be packed),
+    the embedding's calibration rows (mapped), the norms; never the untied output head while calibrating.
+    The block phase holds the block, the inputs and the larger of (one forward + the step's working set)
+    and (the block's packed tensors, made after the step's working set is freed). The last phase writes
+    the tensors outside the blocks: the whole embedding table is read through its mapping, the head and
+    norms in the dtype. The block phase's work is the largest of its three moments: an observing pass
+    (one forward and the statistics it feeds), a step's solve, the packing."""
+    item = _itemsize(shape.dtype)
+    block = shape.block_params * item
+    head = shape.lm_head_params * item if not shape.tied else 0
+    small = shape.other_params * item - head  # final norm, position tables
+    packed_block = (out_bytes - (shape.embed_params + shape.other_params) * item) // max(shape.num_blocks, 1)
+    parts = {**parts, "weights": block + small}
+    if on_accel:
+        accel = block + embed + inputs + forward + step_peak
+        phases = {"calibrate": base + embed + small + block + packed_block}
+    else:
+        accel = None
+        during = max(forward + observe_bytes(shape, run.steps), step_peak, packed_block)  # passes, solves, packing
+        phases = {"calibrate": base + embed + small + block + inputs + during}
+    phases["save"] = base + (shape.embed_params + shape.other_params) * item
+    flops_token = 2 * shape.block_linear_params + 2 * run.seqlen * shape.hidden
+    N, S = (run.nsamples, run.seqlen) if run.needs_data else (0, 0)
+    seconds = {"calibrate": N * S * shape.num_blocks * flops_token * passes_per_block(run.steps, max(N, 1)) / rate,
+               "load": (shape.num_blocks * block + (shape.embed_params + shape.other_params) * item) / 1e9}
+    if any(s.get("step") == "gptq" for s in run.steps):
+        seconds["gptq_solve"] = shape.num_blocks * sum(2 * o * i * i + i**3 for o, i in shape.linears.values()) / rate
+    return Estimate(host_peak=max(phases.values()), accel_peak=accel, output_bytes=out_bytes, work_bytes=0,
+                    seconds=sum(seconds.values()), parts=parts, phases=phases, seconds_parts=seconds)
+
+
 def estimate_eval(shape: ModelShape, seqlen: int, windows: int, base: int, rate: float,
-                  device: torch.device | None = None) -> Estimate:
+                  device: torch.device | None = None, stream: bool = False) -> Estimate:
     """Perplexity of ``windows`` windows of ``seqlen`` (one window per forward): the weights (a
     quantized checkpoint: its file size), float32 logits ``[S, vocab]`` twice (log-softmax), one
-    block's forward."""
+    block's forward. ``stream`` (:mod:`evaluations.streamed`): one block's weights (its share of the
+    file) plus the tensors outside the blocks, and every window's hidden states ``[S + 1, hidden]``."""
     item = _itemsize(shape.dtype)
     weights = shape.quantized_bytes or shape.params * item
+    if stream:
+        outside = (shape.embed_params + shape.other_params) * item
+        weights = outside + max(weights - outside, 0) // max(shape.num_blocks, 1)
+        weights += windows * (seqlen + 1) * shape.hidden * item
     logits = 2 * seqlen * shape.vocab * 4
     intermediate = max(max(o, i) for o, i in shape.linears.values())
     forward = seqlen * (6 * shape.hidden + 3 * intermediate) * item

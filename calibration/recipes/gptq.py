@@ -233,23 +233,43 @@ class GPTQStep(WeightStep):
             reduce_statistics(router.hessians)  # data-parallel: the Hessians of every rank's segments
             self._stats["seconds"]["observe"] += time.perf_counter() - t0
             self._stats["seconds"]["hessian"] += router.seconds
-            accs = {}
+            accs: dict[str, HessianAccumulator | None] = {}
             for name in names:
                 leader = router.leader.get(name)
                 accs[name] = router.hessians.get(leader) if leader is not None else None
+            router.hessians.clear()  # accs holds them now; _quantize_group frees each after its last solve
             self._quantize_group(ctx, names, layers, accs)
 
     def _quantize_group(self, ctx: BlockContext, names: list[str], layers: dict[str, nn.Module],
                         accs: dict[str, HessianAccumulator | None]) -> None:
-        """GPTQ of a group of layers whose Hessians are complete (and reduced over the ranks)."""
+        """GPTQ of a group of layers whose Hessians are complete (and reduced over the ranks).
+
+        ``accs`` maps each layer to its Hessian (layers fed the same input share one) and should be the
+        only holder of them: a Hessian is dropped after its last reader's solve, which may overwrite it
+        (one ``in x in`` copy fewer at the peak).
+        """
+        nsamples = {n: (a.nsamples if a is not None else 0) for n, a in accs.items()}
+        last_reader = {id(a): n for n, a in accs.items() if a is not None}  # the later layer wins
         # a group's layers are independent given their Hessians: round-robin over the ranks (all on
         # rank 0 in one process), each rank solves its own, then every rank takes every result
-        solved = {name: self._solve_layer(ctx.qualified(name), layers[name], accs[name])
-                  for i, name in enumerate(names) if distributed.owner(i) == distributed.rank()}
+        solved = {}
+        alone = distributed.world_size() == 1  # one process: each result goes in at once (no copies held)
         for i, name in enumerate(names):
+            acc = accs[name]
+            done = acc is not None and last_reader.get(id(acc)) == name
+            if distributed.owner(i) == distributed.rank():
+                solved[name] = self._solve_layer(ctx.qualified(name), layers[name], acc, overwrite_H=done)
+            if alone:
+                self._apply_layer(ctx, name, layers[name], solved.pop(name), nsamples[name])
+            if done:  # no later layer reads this Hessian: free it before the next solve
+                for n in names:
+                    if accs[n] is acc:
+                        accs[n] = None
+            del acc
+        for i, name in enumerate(names if not alone else ()):
             res = distributed.broadcast_object(solved.get(name), distributed.owner(i),
                                                f"sharing the GPTQ result of {ctx.qualified(name)}")
-            self._apply_layer(ctx, name, layers[name], res, accs[name])
+            self._apply_layer(ctx, name, layers[name], res, nsamples[name])
 
     def _one_pass(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> None:
         """True-sequential GPTQ of the block in one forward pass (see the module docstring); the
@@ -269,9 +289,9 @@ class GPTQStep(WeightStep):
             secs["hessian"] += time.perf_counter() - t
 
         def after_stage(k: int) -> None:
-            reduce_statistics({"H": accs[k]})  # data-parallel: the Hessian of every rank's segments
-            self._quantize_group(ctx, groups[k], layers, dict.fromkeys(groups[k], accs[k]))
-            accs[k] = None
+            acc, accs[k] = accs[k], None
+            reduce_statistics({"H": acc})  # data-parallel: the Hessian of every rank's segments
+            self._quantize_group(ctx, groups[k], layers, dict.fromkeys(groups[k], acc))
 
         t0 = time.perf_counter()
         run_in_stages(ctx.block, ctx.inputs, [layers[g[0]] for g in groups], on_input, after_stage,
@@ -291,8 +311,11 @@ class GPTQStep(WeightStep):
             self._groups_cache[key] = groups + ([unseen] if unseen else [])
         return self._groups_cache[key]
 
-    def _solve_layer(self, qname: str, layer: nn.Module, acc: HessianAccumulator | None) -> QuantizedWeight:
-        """GPTQ of one layer on its Hessian (round-to-nearest when it saw no calibration input)."""
+    def _solve_layer(self, qname: str, layer: nn.Module, acc: HessianAccumulator | None,
+                     overwrite_H: bool = False) -> QuantizedWeight:
+        """GPTQ of one layer on its Hessian (round-to-nearest when it saw no calibration input);
+        ``overwrite_H``: the layer is the last reader of ``acc``'s Hessian, which the solve may destroy
+        (one ``in x in`` copy fewer at the peak)."""
         W = linear_weight(layer)
         t0 = time.perf_counter()
         if acc is None or acc.nsamples == 0:
@@ -305,7 +328,9 @@ class GPTQStep(WeightStep):
                 warnings.simplefilter("always")
                 H = shrink_to_diagonal(acc.H, self.diag_shrink) if self.diag_shrink else acc.H
                 res = gptq(W, H, self.spec, blocksize=self.blocksize, damp=self.damp, act_order=self.act_order,
-                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {})
+                           static_groups=self.static_groups, qparams=self._chooser, qparams_args=self.qparams_args or {},
+                           overwrite_H=overwrite_H or H is not acc.H)
+                del H
             for w in caught:
                 warnings.warn(f"layer {qname}: {w.message}", w.category, stacklevel=2)
         secs = self._stats["seconds"]
@@ -315,12 +340,12 @@ class GPTQStep(WeightStep):
         return res
 
     def _apply_layer(self, ctx: BlockContext, name: str, layer: nn.Module, res: QuantizedWeight,
-                     acc: HessianAccumulator | None) -> None:
+                     nsamples: int) -> None:
         """Write ``res`` (solved here or on another rank) into the layer, its record and the step's summary."""
         qname = ctx.qualified(name)
         set_linear_weight(layer, res.weight)
         info = {k: res.info[k] for k in _RECORD_KEYS if k in res.info}
-        info["nsamples"] = acc.nsamples if acc is not None else 0
+        info["nsamples"] = nsamples
         info["error_kind"] = "GPTQ loss sum (w - q)^2 / [H^-1]_qq / 2" if "fallback" not in info else "||W - Q||_F^2 (RTN)"
         if "fallback" in info:
             self._stats["fallbacks"].append(qname)

@@ -28,6 +28,7 @@ from calibration.runner.block_inputs import (BlockInputs, advance_block, autocas
                                              native_cpu_dtype)
 from calibration.runner.context import BlockContext, LayerRecord
 from calibration.runner.memory import peak_rss_mb, release_memory
+from calibration.runner.streaming import BlockLoader
 from calibration.runner.workdir import WorkFolder
 from ptq.errors import PTQUserError
 
@@ -66,6 +67,7 @@ def quantize_model(
     progress: bool = True,
     autocast: str | None = None,
     work: WorkFolder | None = None,
+    loader: BlockLoader | None = None,
 ) -> QuantizationResult:
     """Apply ``recipe`` to ``model`` block by block, in place.
 
@@ -94,18 +96,23 @@ def quantize_model(
             gives the same result bit for bit; its ``after_block`` hook is the safe point where a
             run may stop (:class:`~calibration.runner.workdir.RunInterrupted`). ``None``: nothing
             is kept.
+        loader: a model whose blocks are on ``meta`` until needed (a model larger than memory,
+            :mod:`calibration.runner.streaming`): it loads each block before its steps and takes it
+            back (writes and frees it) once the block's outputs exist. Cannot resume (``work``).
     """
     amp = autocast_dtype(autocast)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if recipe.needs_calibration_data and segments is None:
         raise ValueError(f"recipe {recipe.describe()} needs calibration segments")
+    if loader is not None and work is not None:
+        raise ValueError("a streamed model (loader) cannot be resumed from a work folder")
     if distributed.active():  # data-parallel: this rank's share of the segments; statistics are reduced
         if work is not None:
             raise ValueError("a work folder (resume) cannot be kept by a data-parallel run")
         segments = None if segments is None else distributed.split_rows(segments, "calibration segments")
         progress = progress and distributed.is_main()
-    home = next(model.parameters()).device
+    home = next(model.parameters()).device if loader is None else torch.device("cpu")  # a streamed model lives on disk
     device = torch.device(device) if device is not None else home
     prefix, blocks = find_decoder_blocks(model)
     if amp is not None and device.type == "cpu" and not native_cpu_dtype(amp):
@@ -128,11 +135,12 @@ def quantize_model(
 
     inputs = BlockInputs()
     if recipe.needs_calibration_data and start < len(blocks):
+        move = model.to if loader is None else (lambda d: loader.move_resident(model, d))
         if device != home:
-            model.to(device)  # catching needs embeddings on the device; blocks move back below
+            move(device)  # catching needs embeddings on the device; blocks move back below
         inputs = catch_block_inputs(model, blocks[0], segments, batch_size)
         if device != home:
-            model.to(home)
+            move(home)
         inputs = inputs.to(device)
         if start:
             inputs = work.restore_inputs(inputs)
@@ -143,6 +151,8 @@ def quantize_model(
     for index, block in enumerate(blocks):
         if index < start:
             continue
+        if loader is not None:
+            loader.load(index, block, device)
         block.to(device)
         check_finite_weights(block, f"{prefix}.{index}")
         ctx = BlockContext(block=block, index=index, prefix=f"{prefix}.{index}", inputs=inputs, records=result.records,
@@ -157,6 +167,8 @@ def quantize_model(
         if work is not None:
             work.save(index, block, f"{prefix}.{index}", result.records, recipe.steps,
                       inputs if recipe.needs_calibration_data and index + 1 < len(blocks) else None, len(blocks))
+        if loader is not None:
+            loader.unload(index, block, result.records)
         release_memory()
         bar.set_postfix_str(f"block {index + 1}/{len(blocks)}")
         bar.update(1)

@@ -43,6 +43,12 @@ def build_quantization_config(qmodules: dict[str, nn.Module], methods: dict[str,
                               modules_in_float: list[str]) -> dict[str, Any]:
     """The ``quantization_config`` of a model whose quantized modules are ``qmodules``."""
     configs = {name: module_config(m, methods.get(name)) for name, m in qmodules.items()}
+    return config_from_module_configs(configs, modules_in_float)
+
+
+def config_from_module_configs(configs: dict[str, dict[str, Any]], modules_in_float: list[str]) -> dict[str, Any]:
+    """The ``quantization_config`` of quantized modules given by their :func:`module_config` (a model
+    written block by block keeps only these, not the modules)."""
     if configs:
         counts = Counter(json.dumps(c, sort_keys=True) for c in configs.values())
         default = json.loads(counts.most_common(1)[0][0])

@@ -115,6 +115,15 @@ def write_checkpoint(
     """Write ``model.safetensors``, ``config.json`` (with ``quantization_config``), the
     generation config, the tokenizer, ``ptq.json`` and any other JSON files into ``folder``."""
     save_file(unique_tensors(tensors), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    write_metadata(folder, model, quantization_config, tokenizer, extra, json_files)
+
+
+def write_metadata(
+    folder: Path, model: nn.Module, quantization_config: dict[str, Any], tokenizer: Any = None,
+    extra: dict[str, Any] | None = None, json_files: dict[str, Any] | None = None,
+) -> None:
+    """Everything of a checkpoint but its tensors: ``config.json`` (with ``quantization_config``), the
+    generation config, the tokenizer, ``ptq.json`` and any other JSON files."""
     config = copy.deepcopy(model.config)
     config.quantization_config = quantization_config
     config.save_pretrained(folder)

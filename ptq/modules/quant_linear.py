@@ -70,6 +70,8 @@ def unpack_rows(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     return ((both >> off) & mask).to(torch.int32).reshape(rows, -1)[:, :n]
 
 
+PACK_ELEMENTS = 1 << 22  # weights packed per chunk in from_float (pack_codes holds 64 bytes per 4-bit weight)
+
 def choose_scale_dtype(scale: torch.Tensor, scale_dtype: str | torch.dtype) -> torch.dtype:
     """``"auto"``: float16 if every scale is exactly a float16 number, else float32."""
     if isinstance(scale_dtype, torch.dtype):
@@ -198,19 +200,25 @@ class QuantLinear(nn.Module):
             q.g_idx.copy_(g_idx.to(torch.int32))
         if not spec.symmetric and not spec.float_zero:
             q.qzeros.copy_(pack_codes(zero.t().to(torch.int64), spec.bits))
-        s, z = q._expand(scale, rows=None), q._expand(zero, rows=None)  # the grid the weight is on
-        if spec.float_zero:
-            codes = torch.clamp(torch.round(W.float() / s + z), 0, spec.maxq)
-        else:
-            codes = torch.clamp(torch.round(W.float() / s) + z, 0, spec.maxq)
-        if check:
-            dev = ((s * (codes - z)).to(W.dtype).float() - W.float()).abs() / s
-            if bool((dev > 0.01).any()):
-                raise ValueError(
-                    f"the weight is not on its quantization grid (max deviation {float(dev.max()):.3g} steps): "
-                    "were the weights changed after quantization, or do scale/zero belong to another layer?"
-                )
-        q.qweight.copy_(pack_codes(codes.to(torch.int64), spec.bits))
+        worst = 0.0
+        step = max(1, PACK_ELEMENTS // max(n, 1))  # rows per chunk: packing's int64 temporaries stay small
+        for r0 in range(0, out, step):
+            rows = slice(r0, min(r0 + step, out))
+            s, z = q._expand(scale, rows=rows), q._expand(zero, rows=rows)  # the grid the weight is on
+            Wr = W[rows].float()
+            if spec.float_zero:
+                codes = torch.clamp(torch.round(Wr / s + z), 0, spec.maxq)
+            else:
+                codes = torch.clamp(torch.round(Wr / s) + z, 0, spec.maxq)
+            if check:
+                dev = ((s * (codes - z)).to(W.dtype).float() - Wr).abs() / s
+                worst = max(worst, float(dev.max()))
+            q.qweight[rows].copy_(pack_codes(codes.to(torch.int64), spec.bits))
+        if check and worst > 0.01:
+            raise ValueError(
+                f"the weight is not on its quantization grid (max deviation {worst:.3g} steps): "
+                "were the weights changed after quantization, or do scale/zero belong to another layer?"
+            )
         if bias is not None:
             q.bias.copy_(bias.detach())
         return q

@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per task (default: the task's)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--force", action="store_true", help="run even when the plan says this machine cannot hold it")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="a model larger than memory: read one decoder block at a time from the folder's safetensors "
+                        "and run it over all windows (a float folder or a ptq checkpoint; no float reference, no "
+                        "--tasks). Default: on when the plan says the model does not fit but streams; --no-stream never")
     add_quiet(p)
 
 
@@ -110,7 +114,8 @@ def _float_references(args: argparse.Namespace, ref_id: str, jobs: list, float_r
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
-    check_eval(args.model, args.dtype, args.device, args.seqlen, args.max_windows, args.force)  # before any loading
+    _, stream = check_eval(args.model, args.dtype, args.device, args.seqlen, args.max_windows, args.force,
+                           stream=args.stream)  # before any loading
     from evaluations.reference import DEFAULT_TOPK
 
     if args.kl_topk is None:
@@ -128,11 +133,17 @@ def run(args: argparse.Namespace) -> int:
     datasets = args.dataset or ["web-nt"]
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     quantized = is_quantized_checkpoint(args.model)
-    if quantized:  # a ptq quantize output (packed ptq or GPTQ format)
+    streamed = None
+    if stream:
+        from scripts.commands.eval_stream import open_streamed
+
+        streamed, tokenizer = open_streamed(args, quantized, tasks)
+        model = streamed.model
+    elif quantized:  # a ptq quantize output (packed ptq or GPTQ format)
         model, tokenizer = load_quantized(args.model, dtype=args.dtype, device=args.device)
     else:
         model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    ref_id = reference_id(args, quantized)
+    ref_id = None if stream else reference_id(args, quantized)
     bos = resolve_bos(tokenizer, args.bos)
     jobs = []
     for ds in datasets:
@@ -150,7 +161,12 @@ def run(args: argparse.Namespace) -> int:
     results = {}
     for (ds, _, ids, plan), ref in zip(jobs, refs):
         info(args, f"evaluating {args.model} on {ds} ({args.split}), windows of {args.seqlen}")
-        r, kl = evaluate(model, ids, plan, ref, progress=not args.quiet)
+        logits = None
+        if streamed is not None:
+            from evaluations.streamed import streamed_window_logits
+
+            logits = streamed_window_logits(streamed, ids, plan, device=args.device, progress=not args.quiet)
+        r, kl = evaluate(model, ids, plan, ref, progress=not args.quiet, logits=logits)
         results[ds] = {**r.to_dict(), "kl": None if kl is None else kl.to_dict()}
         print_result(ds, r, kl, ref_id)
     task_results = None

@@ -24,17 +24,20 @@ def run(args: argparse.Namespace) -> int:
     ignored = ignored_data_flags(args, recipe.needs_calibration_data)
     if ignored:
         warn("plan", f"this recipe uses no calibration data, so {', '.join(ignored)} would be ignored")
-    shape, verdict = quantize.plan_run(args, recipe)
+    from scripts.commands.quantize_stream import choose_stream
+
+    stream, shape, verdict = choose_stream(args, recipe, "plan")
     e, cap = verdict.estimate, verdict.capacity
     if args.json:
         print(json.dumps({"model": args.model, "recipe": recipe.to_list(), "blocks": shape.num_blocks,
-                          "params": shape.params, **e.to_dict(),
+                          "params": shape.params, "stream": stream, **e.to_dict(),
                           "available_mib": None if cap.host is None else round((cap.host + cap.rss_now) / 2**20, 1),
                           "problems": verdict.problems}, indent=2))
     else:
         mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
         print(f"{args.model}: {shape.model_type}, {shape.num_blocks} blocks, {shape.params / 1e6:,.1f} M parameters "
-              f"({args.dtype}), max {shape.max_positions} positions; recipe {recipe.describe()}")
+              f"({args.dtype}), max {shape.max_positions} positions; recipe {recipe.describe()}"
+              + ("; streamed from disk one block at a time" if stream else ""))
         print(f"peak host memory  {mib(e.host_peak)}  = " + " + ".join(f"{k} {mib(v)}" for k, v in e.parts.items())
               + "  (phases: " + ", ".join(f"{k} {mib(v)}" for k, v in e.phases.items()) + ")")
         if e.accel_peak is not None:

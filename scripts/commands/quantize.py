@@ -6,14 +6,13 @@ import sys
 import time
 
 from ptq.checkpoint.formats import FORMATS
-from calibration.data.segments import BOS_CHOICES
 from scripts.commands.common import add_calibration_arguments, add_model_arguments, add_quiet, info
 from scripts.methods import all_methods
 from scripts.methods.w8a8 import add_act_arguments
 from ptq.jsonable import write_json
 from scripts.output import atomic_folder, check_output, output_lock, work_folder_path
-from scripts.preflight import check_corpus, check_seqlen, enforce, ignored_data_flags, probe_rate, warn
-from scripts.versions import versions
+from scripts.commands.quantize_parts import build_report, make_segments, plan_line, plan_run  # noqa: F401
+from scripts.preflight import check_corpus, enforce, ignored_data_flags, warn
 from ptq.errors import PTQUserError
 from calibration import distributed
 from scripts.errors import UsageError
@@ -51,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser, output_required: bool = True) -> N
                    help="finished blocks are kept in the hidden work folder .OUTPUT.ptq-work until the output is "
                         "written; a rerun of the same model, recipe and data resumes there (default; not under "
                         "torchrun); --no-resume starts over")
+    o.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="a model larger than memory: read one decoder block at a time from the model folder's "
+                        "safetensors and write each quantized block to the output as it is made (--format ptq; no "
+                        "resume). Default: on when the plan says the model does not fit in memory but streams; "
+                        "--no-stream never")
     o.add_argument("--force", action="store_true",
                    help="run even when the plan says this machine's memory or disk cannot hold it")
     o.add_argument("--format", default="ptq", metavar="{" + ",".join((*FORMATS, "float")) + "}",
@@ -128,28 +132,6 @@ def save(args: argparse.Namespace, model, tokenizer, result, report: dict, folde
            tokenizer_gguf=source_gguf(args.model, model.config.vocab_size) if args.format.startswith("gguf") else None)
 
 
-def plan_run(args: argparse.Namespace, recipe):
-    """``(shape, verdict)``: the model's shapes from its config and the run's plan against this machine."""
-    from calibration.models.loading import resolve_device
-    from calibration.plan import Capacity, RunSpec, current_rss, estimate, judge, model_shape
-
-    shape = model_shape(args.model, args.dtype)
-    if recipe.needs_calibration_data:
-        check_seqlen(shape, args.seqlen, args.model)
-    device = resolve_device(args.device)
-    spec = RunSpec(recipe.to_list(), recipe.needs_calibration_data, args.nsamples, args.seqlen, args.batch_size,
-                   device=device, output_format=args.format, work_folder=True)
-    est = estimate(shape, spec, current_rss(), probe_rate(shape, device))
-    return shape, judge(est, Capacity.measure(args.output, device))
-
-
-def plan_line(verdict) -> str:
-    e = verdict.estimate
-    accel = f", accelerator {e.accel_peak / 2**20:,.0f} MiB" if e.accel_peak is not None else ""
-    return (f"plan: peak host memory about {e.host_peak / 2**20:,.0f} MiB{accel}; output {e.output_bytes / 2**20:,.0f} "
-            f"MiB (+{e.work_bytes / 2**20:,.0f} MiB work folder while running); about {e.seconds / 60:,.1f} min")
-
-
 def run(args: argparse.Namespace) -> int:
     recipe = build_recipe(args)  # bad flags fail before anything is loaded
     check_format(args)
@@ -174,13 +156,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace, recipe, out) -> int:
-    from calibration.data import calibration_bos, calibration_segments
     from calibration.models import load_model
     from calibration.runner import quantize_model
     from calibration.runner.workdir import RunInterrupted, WorkFolder
+    from scripts.commands.quantize_stream import choose_stream, quantize_streamed
     from scripts.resume import after_block_hook, exit_code, quantize_key, stop_signals
 
-    shape, verdict = plan_run(args, recipe)
+    stream, _, verdict = choose_stream(args, recipe)
     enforce(verdict, args.force, "quantize")
     info(args, plan_line(verdict))
     data = ({"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
@@ -192,18 +174,14 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
 
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_source(args.model)))
         check_corpus(tokenizer, args.calib, args.nsamples, args.seqlen)
+    if stream:
+        return quantize_streamed(args, recipe, out, data, verdict)
 
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     t_load = time.perf_counter() - t0
 
-    segments, bos = None, None
-    if data:
-        bos = calibration_bos(tokenizer, BOS_CHOICES[args.calib_bos])
-        info(args, f"calibration: {args.nsamples} x {args.seqlen} tokens of {args.calib}, seed {args.seed}"
-             + (f", BOS {bos} first" if bos is not None else ", no BOS"))
-        segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
-                                        bos=bos is not None)
+    segments, bos = make_segments(args, tokenizer, data)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
     if distributed.active():  # no work folder, and a signal stops the process at once (torchrun stops them all)
         info(args, f"data-parallel: {distributed.world_size()} processes share the calibration segments")
@@ -241,17 +219,7 @@ def _write(args: argparse.Namespace, recipe, out, model, tokenizer, result, verd
     if result.resumed_at:
         info(args, f"resumed at block {result.resumed_at} from {work.path}")
 
-    report = {
-        "model": args.model,
-        "dtype": args.dtype,
-        "recipe": recipe.to_list(),
-        "data": {**data, "bos": bos} if data else None,
-        "versions": versions(),
-        "plan": verdict.estimate.to_dict(),
-        **({"processes": distributed.world_size()} if distributed.active() else {}),
-        **result.to_json(),
-    }
-    report["timings_s"]["load"] = round(t_load, 3)
+    report = build_report(args, recipe, data, bos, verdict, result, t_load)
     t1 = time.perf_counter()
     try:
         with atomic_folder(out, overwrite=args.overwrite) as tmp:
