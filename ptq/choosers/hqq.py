@@ -22,6 +22,12 @@ the zero of the smallest error is returned.
 The zero point is a real number: with ``spec.zero_dtype`` ``"float16"`` (what the reference
 stores) or ``"float32"`` it is kept as such (rounded to float16 for the former, so that it is
 stored losslessly); with ``"int"`` it is rounded to a code in ``[0, maxq]`` at the end.
+
+A real-valued zero takes 0 off the grid: weights near 0 then move by up to half a step. Layers
+whose inputs carry a few channels of very large activations (attention-sink tokens) keep their
+weights on those channels near 0 (``v_proj``: the sink's value vector stays small), so at 3 bits
+that error dominates the layer's output although the weight error is lower. ``hqq-int``
+(:func:`hqq_int_qparams`) keeps integer zeros and moves the scale instead.
 """
 from __future__ import annotations
 
@@ -109,10 +115,7 @@ def hqq_int_qparams(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HQQ's alternating solver with integer zero points and the scale optimised too (0 stays on the grid).
 
-    With real-valued zeros (``hqq``) 0 is no longer a grid point, so the many near-zero weights
-    move by up to half a step; where a layer's input has a few channels of very large activations
-    (attention-sink tokens) whose weights the model keeps near zero (``v_proj``), that error is
-    amplified and ruins 3-bit models although the weight error is lower. Here each unit keeps an
+    Real-valued zeros (``hqq``) take 0 off the grid (module docstring). Here each unit keeps an
     integer zero, and each iteration adds the half-quadratic step for the scale (least squares on
     the sparse-error-corrected weight with the codes fixed) before the rounded zero step::
 
