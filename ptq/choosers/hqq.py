@@ -48,6 +48,16 @@ def shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
     return torch.sign(x) * torch.relu(a - a.add(1e-8).pow(p - 1) / beta)
 
 
+def check_solver_options(lp_norm: float, beta: float, kappa: float, iters: int) -> None:
+    """One clear line for an option of the half-quadratic solver out of its range."""
+    if not 0 < lp_norm <= 1:
+        raise PTQUserError(f"lp_norm must be in (0, 1], got {lp_norm!r}")
+    if not (beta > 0 and kappa >= 1):
+        raise PTQUserError(f"beta must be positive and kappa at least 1, got beta={beta!r}, kappa={kappa!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise PTQUserError(f"iters must be a non-negative integer, got {iters!r}")
+
+
 def initial_qparams(W: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max ``scale`` and the real-valued zero ``-xmin / scale`` (HQQ's start), spec shapes.
 
@@ -78,12 +88,7 @@ def hqq_qparams(
     """
     if spec.symmetric:
         raise PTQUserError("hqq optimises the zero point; a symmetric grid fixes it: use an asymmetric grid")
-    if not 0 < lp_norm <= 1:
-        raise PTQUserError(f"lp_norm must be in (0, 1], got {lp_norm!r}")
-    if not (beta > 0 and kappa >= 1):
-        raise PTQUserError(f"beta must be positive and kappa at least 1, got beta={beta!r}, kappa={kappa!r}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise PTQUserError(f"iters must be a non-negative integer, got {iters!r}")
+    check_solver_options(lp_norm, beta, kappa, iters)
     scale, zero = initial_qparams(W, spec)
     shape = scale.shape
     units = grouped_view(W.float(), spec)
@@ -130,12 +135,7 @@ def hqq_int_qparams(
     """
     if spec.symmetric or spec.float_zero:
         raise PTQUserError("hqq-int optimises the scale and an integer zero point: use an asymmetric grid with integer zeros")
-    if not 0 < lp_norm <= 1:
-        raise PTQUserError(f"lp_norm must be in (0, 1], got {lp_norm!r}")
-    if not (beta > 0 and kappa >= 1):
-        raise PTQUserError(f"beta must be positive and kappa at least 1, got beta={beta!r}, kappa={kappa!r}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise PTQUserError(f"iters must be a non-negative integer, got {iters!r}")
+    check_solver_options(lp_norm, beta, kappa, iters)
     scale, zero = minmax_qparams(W, spec)
     shape = scale.shape
     units = grouped_view(W.float(), spec)

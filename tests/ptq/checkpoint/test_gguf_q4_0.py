@@ -9,6 +9,7 @@ import pytest
 import torch
 from ckpt_helpers import make_bpe_tokenizer
 from test_checkpoint_cli import run
+from test_export_cli import corpus  # noqa: F401  (a fixture: a tiny calibration text)
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from ptq import QuantSpec
@@ -19,13 +20,6 @@ from ptq.checkpoint.layer_grid import LayerGrid, layer_grid
 from ptq.modules import QuantLinear
 
 Q4_0 = QuantSpec(4, granularity="group", group_size=32, scale_dtype="float16")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(" ".join(f"w{(i * 7 + j) % 90}" for j in range(200)) for i in range(20)))
-    return path
 
 
 @pytest.fixture(scope="module")
