@@ -11,7 +11,10 @@ Blocks of 32 consecutive weights of one row (ggml ``QK4_0 = QK4_1 = QK8_0 = 32``
 
 ptq's weight is ``scale * (q - zero)``. With the block's ``scale`` a float16 number:
 Q4_0 holds it with ``d = scale, c = q - zero + 8`` when every ``q - zero`` is in ``-8..7``
-(every 4-bit symmetric grid, and any grid of 3 bits or fewer); Q8_0 with ``d = scale,
+(every 4-bit symmetric grid, and any grid of 3 bits or fewer), and per block with a negative
+``d = -scale, c = 8 - (q - zero)`` when they are in ``-7..8`` (llama.cpp's own rule puts a block's
+largest weight on the -8 level, so a block whose largest weight is positive has ``d < 0``:
+:mod:`ptq.choosers.q4_0`; Q8_0 likewise); Q8_0 with ``d = scale,
 c = q - zero`` when ``q - zero`` is in ``-128..127`` (every 8-bit symmetric grid); Q4_1 with
 ``d = scale, c = q, m = -scale * zero`` when ``q <= 15`` and ``m`` is a float16 number. Then the
 float32 value ggml computes equals ptq's (``d * c`` is exact in float32 for an 11-bit ``d``
@@ -86,8 +89,8 @@ def block_codes(grid: LayerGrid, qtype: str) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _signed_blocks(grid: LayerGrid, s: torch.Tensor, qtype: str) -> tuple[torch.Tensor, torch.Tensor] | str:
-    """``(c [out, in], d [out, nb])`` of the ``d * (c - offset)`` types from the block scales ``s``: ``k = q - zero`` per block as
-    ``d = scale, c = k + offset`` when ``k`` fits, else as ``d = -scale, c = offset - k`` (llama.cpp's
+    """``(c [out, in], d [out, nb])`` of the ``d * (c - offset)`` types from the block scales ``s``: ``k = q - zero``
+    per block as ``d = scale, c = k + offset`` when ``k`` fits, else as ``d = -scale, c = offset - k`` (llama.cpp's
     ``Q4_0`` puts a block's largest positive weight on its -8 level that way); or why neither fits."""
     off = _OFFSET[qtype]
     lo, hi = (r - off for r in _RANGE[qtype])

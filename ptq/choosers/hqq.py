@@ -134,7 +134,8 @@ def hqq_int_qparams(
     included, so it is never worse than ``minmax`` in that norm). Options as :func:`hqq_qparams`.
     """
     if spec.symmetric or spec.float_zero:
-        raise PTQUserError("hqq-int optimises the scale and an integer zero point: use an asymmetric grid with integer zeros")
+        raise PTQUserError("hqq-int optimises the scale and an integer zero point: use an asymmetric grid with "
+                           "integer zeros")
     check_solver_options(lp_norm, beta, kappa, iters)
     scale, zero = minmax_qparams(W, spec)
     shape = scale.shape
@@ -147,10 +148,12 @@ def hqq_int_qparams(
         c = W_q - z
         err = (units - s * c).square().sum(dim=1, keepdim=True)
         better = err < best_err
-        best_s, best_z, best_err = torch.where(better, s, best_s), torch.where(better, z, best_z), torch.where(better, err, best_err)
+        best_s, best_z = torch.where(better, s, best_s), torch.where(better, z, best_z)
+        best_err = torch.where(better, err, best_err)
         W_e = shrink_lp(units - s * c, beta, lp_norm)
         cc = c.square().sum(dim=1, keepdim=True)
-        s = torch.where(cc > 0, ((units - W_e) * c).sum(dim=1, keepdim=True) / cc.clamp(min=1e-30), s).clamp(min=2.0**-24)
+        fit = ((units - W_e) * c).sum(dim=1, keepdim=True) / cc.clamp(min=1e-30)
+        s = torch.where(cc > 0, fit, s).clamp(min=2.0**-24)
         if spec.scale_dtype == "float16":
             s = s.clamp(max=65504.0).half().float()
         z = (W_q - (units - W_e) / s).mean(dim=1, keepdim=True).round().clamp(0, spec.maxq)

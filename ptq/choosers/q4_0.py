@@ -87,7 +87,8 @@ def q4_0_codes(W: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
 
 
 @register_qparams("q4_0", rounding=q4_0_codes)
-def q4_0_qparams(W: torch.Tensor, spec: QuantSpec, importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def q4_0_qparams(W: torch.Tensor, spec: QuantSpec,
+                 importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, zero)`` of llama.cpp's ``Q4_0`` rule (module docstring): ``scale = |d|`` (float16 number when
     ``spec.scale_dtype`` is float16), ``zero = half`` for ``d >= 0``, ``half - 1`` for ``d < 0``; spec shapes.
 
