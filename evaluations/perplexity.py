@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from calibration import distributed
 from evaluations.stats import ppl_se
 from ptq.errors import PTQUserError
 from evaluations.windows import WindowPlan, plan_windows, window_logits, windows
@@ -79,13 +80,22 @@ WindowHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 def score_windows(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, batch_size: int = 1, progress: bool = False,
                   on_window: WindowHook | None = None) -> PerplexityResult:
     """Perplexity of ``model`` over the windows of ``plan``; ``on_window(index, logits, targets)``
-    sees every window's scored logits too (KL to a reference is computed from the same pass)."""
+    sees every window's scored logits too (KL to a reference is computed from the same pass).
+
+    Under ``torchrun`` each rank scores a contiguous share of the windows (``on_window`` sees only
+    those) and the per-window NLL sums are added over the ranks, so every rank returns the result
+    of one process over all the windows."""
     sums = [0.0] * len(plan.spans)
     start = time.perf_counter()
-    for w, logits, targets in window_logits(model, ids, plan, batch_size, progress, desc="perplexity"):
-        sums[w] = window_nll(logits, targets)
+    first, last = distributed.share(len(plan.spans))  # under torchrun: this rank's windows (all of them in one process)
+    mine = WindowPlan(plan.spans[first:last], plan.seqlen, plan.stride, plan.bos, plan.window_seed)
+    for w, logits, targets in window_logits(model, ids, mine, batch_size, progress and distributed.is_main(),
+                                            desc="perplexity"):
+        sums[first + w] = window_nll(logits, targets)
         if on_window is not None:
-            on_window(w, logits, targets)
+            on_window(first + w, logits, targets)
+    if distributed.active():  # each window was scored by one rank, the others hold 0.0: the sum is exact
+        sums = distributed.all_reduce_(torch.tensor(sums, dtype=torch.float64), "sum", "summing window NLLs").tolist()
     seconds = time.perf_counter() - start
     counts = list(plan.counts)
     per_window = [s / c for s, c in zip(sums, counts)]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from calibration import distributed
 from evaluations.kl import KLResult, kl_exact, kl_topk, summarize, top1_agreement, topk_reference
 from evaluations.perplexity import PerplexityResult, score_windows
 from evaluations.windows import WindowPlan, window_logits
@@ -111,6 +112,16 @@ class _Collector:
         self.top1[w] = top1_agreement(ref_logits.argmax(-1), logits).cpu()
         self.ref_nll[w] = window_nll(ref_logits, targets) / targets.numel()
 
+    def gather(self) -> None:
+        """Under ``torchrun``: every rank's windows (each rank saw its share of them)."""
+        if not distributed.active():
+            return
+        for kl, top1, ref_nll in distributed.all_gather_objects((self.kl, self.top1, self.ref_nll),
+                                                                "gathering per-window KL"):
+            self.kl.update(kl)
+            self.top1.update(top1)
+            self.ref_nll.update(ref_nll)
+
     def result(self, nll: list[float]) -> KLResult:
         n = len(nll)
         ref = self.reference
@@ -126,4 +137,7 @@ def evaluate(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, reference: R
     or the float model for the exact KL), the KL / top-1 / perplexity-ratio set against it."""
     collector = None if reference is None else _Collector(reference, ids, plan)
     r = score_windows(model, ids.reshape(-1), plan, batch_size, progress, on_window=collector)
-    return r, None if collector is None else collector.result(r.window_nll)
+    if collector is None:
+        return r, None
+    collector.gather()
+    return r, collector.result(r.window_nll)

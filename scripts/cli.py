@@ -11,6 +11,7 @@ import sys
 
 from scripts.commands import COMMANDS
 from scripts.errors import describe, is_user_error
+from scripts.ranks import DATA_PARALLEL, add_dist_arguments, process_group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        if name in DATA_PARALLEL:
+            add_dist_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         quiet_libraries()
     try:
-        return int(args._run(args) or 0)
+        with process_group(args):  # under torchrun: the data-parallel process group (scripts/ranks.py)
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("ptq: interrupted; nothing was written", file=sys.stderr)
         return 130

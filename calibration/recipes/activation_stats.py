@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from calibration import distributed
 from calibration.recipes.step import Step, register_step
 from calibration.runner.context import BlockContext
 
@@ -32,6 +33,12 @@ class ActivationStats:
         self.moments += torch.stack([
             torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v2.sum(), (v2 * v).sum(), (v2 * v2).sum()
         ])
+
+    def all_reduce(self) -> None:
+        """Maxima and moments of every rank's values (data-parallel runs)."""
+        assert self.absmax is not None
+        distributed.all_reduce_(self.absmax, "max", "reducing activation maxima")
+        distributed.all_reduce_(self.moments, "sum", "summing activation moments")
 
     def summary(self, threshold: float) -> dict[str, Any]:
         n, s1, s2, s3, s4 = self.moments.tolist()

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from calibration import distributed
 from calibration.observers import make_observer
 from calibration.recipes.smoothquant import group_label
 from calibration.recipes.step import Step, check_spec_fits, register_step
@@ -82,6 +83,10 @@ class _Inputs:
 
     def tensor(self) -> torch.Tensor:
         return torch.cat(self.rows)
+
+    def all_reduce(self) -> None:
+        """Every rank's rows, in rank order (one process's order: the ranks hold contiguous shares)."""
+        self.rows = [r for rows in distributed.all_gather_objects(self.rows, "gathering AWQ clip inputs") for r in rows]
 
 
 def inspected_module(group: SmoothGroup) -> str:
@@ -161,7 +166,7 @@ class AWQStep(Step):
     def _plan(self, ctx: BlockContext) -> SmoothingPlan:
         key = tuple(ctx.linear_layers())
         if key not in self._plans:
-            self._plans[key] = smoothing_groups(ctx.block, ctx.first_samples(1).run, prev_linear=True)
+            self._plans[key] = smoothing_groups(ctx.block, ctx.first_samples(1, local=True).run, prev_linear=True)
         return self._plans[key]
 
     @torch.no_grad()
@@ -193,10 +198,12 @@ class AWQStep(Step):
                     with _autocast(ctx.block, ctx.autocast):
                         num = sum(float((block_output(target(*a, **k)).float() - ref.float()).pow(2).sum())
                                   for a, k, ref in calls)
-                    return num / max(sum(ref.numel() for _, _, ref in calls), 1)
                 finally:
                     for m, W in zip(layers, saved):
                         set_linear_weight(m, W)
+                num, count = distributed.sum_floats(num, sum(ref.numel() for _, _, ref in calls),
+                                                    what="summing the AWQ search loss")
+                return num / max(count, 1)  # every rank picks the same alpha
 
             results.append(search_scale(stats[g.linears[0]].meanabs, loss, self.n_grid))  # type: ignore[attr-defined]
         return results

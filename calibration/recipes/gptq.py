@@ -24,11 +24,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from calibration import distributed
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import WeightStep, option, register_step
 from calibration.runner.context import BlockContext, LayerRecord
+from calibration.runner.spread import reduce_statistics
 from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq
 from ptq.algorithms.hessian import HessianAccumulator, shrink_to_diagonal
+from ptq.algorithms.result import QuantizedWeight
 from ptq.algorithms.rtn import rtn
 from ptq.choosers import get_qparams, legacy_qparams
 from ptq.errors import PTQUserError
@@ -203,29 +206,38 @@ class GPTQStep(WeightStep):
         for names in groups:
             router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype], token_clip=self.token_clip)
             t0 = time.perf_counter()
-            ctx.observe_inputs(names, router.stat)
+            ctx.observe_inputs(names, router.stat, reduce=False)
             router.release()
+            reduce_statistics(router.hessians)  # data-parallel: the Hessians of every rank's segments
             self._stats["seconds"]["observe"] += time.perf_counter() - t0
             self._stats["seconds"]["hessian"] += router.seconds
+            accs = {}
             for name in names:
                 leader = router.leader.get(name)
-                acc = router.hessians.get(leader) if leader is not None else None
-                self._quantize_layer(ctx, name, layers[name], acc)
+                accs[name] = router.hessians.get(leader) if leader is not None else None
+            # a group's layers are independent given their Hessians: round-robin over the ranks (all on
+            # rank 0 in one process), each rank solves its own, then every rank takes every result
+            solved = {name: self._solve_layer(ctx.qualified(name), layers[name], accs[name])
+                      for i, name in enumerate(names) if distributed.owner(i) == distributed.rank()}
+            for i, name in enumerate(names):
+                res = distributed.broadcast_object(solved.get(name), distributed.owner(i),
+                                                   f"sharing the GPTQ result of {ctx.qualified(name)}")
+                self._apply_layer(ctx, name, layers[name], res, accs[name])
 
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)
         if key not in self._groups_cache:
             probe = ctx.on_batches(1)  # which layers read the same input: one mini-batch tells
             router = InputRouter(accumulate=False)
-            probe.observe_inputs(list(layers), router.stat)
+            probe.observe_inputs(list(layers), router.stat, reduce=False)  # structure only, on this rank's batch
             router.release()
             groups = router.groups()
             unseen = [n for n in layers if n not in router.leader]
             self._groups_cache[key] = groups + ([unseen] if unseen else [])
         return self._groups_cache[key]
 
-    def _quantize_layer(self, ctx: BlockContext, name: str, layer: nn.Module, acc: HessianAccumulator | None) -> None:
-        qname = ctx.qualified(name)
+    def _solve_layer(self, qname: str, layer: nn.Module, acc: HessianAccumulator | None) -> QuantizedWeight:
+        """GPTQ of one layer on its Hessian (round-to-nearest when it saw no calibration input)."""
         W = linear_weight(layer)
         t0 = time.perf_counter()
         if acc is None or acc.nsamples == 0:
@@ -245,6 +257,12 @@ class GPTQStep(WeightStep):
         secs["solve"] += time.perf_counter() - t0
         secs["inverse"] += res.info.pop("seconds_inverse", 0.0)
         secs["column_loop"] += res.info.pop("seconds_loop", 0.0)
+        return res
+
+    def _apply_layer(self, ctx: BlockContext, name: str, layer: nn.Module, res: QuantizedWeight,
+                     acc: HessianAccumulator | None) -> None:
+        """Write ``res`` (solved here or on another rank) into the layer, its record and the step's summary."""
+        qname = ctx.qualified(name)
         set_linear_weight(layer, res.weight)
         info = {k: res.info[k] for k in _RECORD_KEYS if k in res.info}
         info["nsamples"] = acc.nsamples if acc is not None else 0

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from calibration import distributed
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.observers import make_observer
 from calibration.recipes.step import Step, option, register_step
@@ -87,23 +88,37 @@ def fake_w8a8(layers: dict[str, nn.Module], act: str, act_absmax: dict[str, floa
             set_linear_weight(m, saved[name])
 
 
-def _mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+def _mse_sums(out: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[float, float]:
+    """``(sum of squared errors, number of values)``: the MSE of the block outputs as two sums."""
     num = sum(float((a.float() - b.float()).pow(2).sum()) for a, b in zip(out, ref))
-    return num / max(sum(b.numel() for b in ref), 1)
+    return num, float(sum(b.numel() for b in ref))
 
 
-def token_relative_mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
-    """Mean over tokens of ``||h_t - h^_t||^2 / ||h_t||^2`` (``ref`` the float outputs ``h``, last dim the features)."""
+def token_relative_sums(out: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[float, float]:
+    """``(sum over tokens of ||h_t - h^_t||^2 / ||h_t||^2, number of tokens)`` (``ref`` the float outputs ``h``)."""
     total, count = 0.0, 0
     for a, b in zip(out, ref):
         b = b.float()
         err = (a.float() - b).pow(2).sum(-1)
         total += float((err / b.pow(2).sum(-1).clamp_min(torch.finfo(torch.float32).tiny)).sum())
         count += err.numel()
+    return total, float(count)
+
+
+def _mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    num, count = _mse_sums(out, ref)
+    return num / max(count, 1)
+
+
+def token_relative_mse(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    """Mean over tokens of ``||h_t - h^_t||^2 / ||h_t||^2`` (``ref`` the float outputs ``h``, last dim the features)."""
+    total, count = token_relative_sums(out, ref)
     return total / max(count, 1)
 
 
 SEARCH_METRICS = {"mse": _mse, "token-relative": token_relative_mse}
+#: the same metrics as (numerator, count) sums, which a data-parallel run adds over the ranks before dividing
+SEARCH_SUMS = {"mse": _mse_sums, "token-relative": token_relative_sums}
 SEARCH_SCOPES = ("block", "group")
 
 
@@ -217,9 +232,11 @@ class SmoothQuantStep(Step):
                 static = None if self.act != "static" else {
                     n: float((absmax[n] / scales[n]).max() if n in scales else absmax[n].max()) for n in layers}
                 with fake_w8a8(layers, self.act, static):
-                    return SEARCH_METRICS[self.search_metric](ctx.run(), ref)
+                    num, count = SEARCH_SUMS[self.search_metric](ctx.run(), ref)
             finally:
                 ctx.block.load_state_dict(saved)
+            num, count = distributed.sum_floats(num, count, what="summing the SmoothQuant search loss")
+            return num / max(count, 1)  # every rank picks the same alpha
 
         n = len(plan.groups)
         block = {a: error([a] * n) for a in ALPHA_GRID}

@@ -7,8 +7,10 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from calibration import distributed
 from calibration.models.blocks import find_linear_layers
 from calibration.runner.block_inputs import BlockInputs, StopForward, feed_block, run_block
+from calibration.runner.spread import first_samples_here, reduce_statistics
 from ptq.errors import PTQUserError
 
 
@@ -99,9 +101,21 @@ class BlockContext:
             rec.info = {**old.info, **rec.info}
         self.records[self.qualified(name)] = rec
 
-    def first_samples(self, nsamples: int) -> "BlockContext":
+    def first_samples(self, nsamples: int, local: bool = False) -> "BlockContext":
         """This context restricted to the mini-batches holding the first ``nsamples`` segments
-        (``0`` or at least all of them: ``self``); searches that score many candidates use it."""
+        (``0`` or at least all of them: ``self``); searches that score many candidates use it.
+
+        In a data-parallel run the first ``nsamples`` segments of the whole run (each rank keeps
+        those of its share, maybe none; :func:`calibration.runner.spread.first_samples_here`), so that
+        a search whose losses are summed over the ranks sees one process's segments; ``local``:
+        this rank's own first ``nsamples``.
+        """
+        if not local and nsamples and distributed.active():
+            here = first_samples_here(nsamples, self.inputs.num_samples)
+            if here == 0:
+                return BlockContext(block=self.block, index=self.index, prefix=self.prefix,
+                                    inputs=self.inputs.batches(0, 0), records=self.records, autocast=self.autocast)
+            nsamples = here
         if not nsamples or nsamples >= self.inputs.num_samples:
             return self
         per_batch = self.inputs.hidden[0].shape[0]
@@ -127,7 +141,7 @@ class BlockContext:
 
     @torch.inference_mode()
     def observe_inputs(
-        self, layer_names: list[str], make_stat: Callable[[str, nn.Module], Statistic]
+        self, layer_names: list[str], make_stat: Callable[[str, nn.Module], Statistic], reduce: bool = True
     ) -> dict[str, Statistic]:
         """Run the block over the calibration data and feed each named layer's input to a statistic.
 
@@ -136,6 +150,9 @@ class BlockContext:
         observed layer runs once per forward (as in every decoder block), the passes after the
         first stop right after the last of them has its input: the rest of the block (the
         ``down_proj`` matmul and everything after it, when all layers are observed) is not run.
+        In a data-parallel run each statistic is then reduced over the ranks
+        (:func:`calibration.runner.spread.reduce_statistics`) unless ``reduce`` is false (the caller
+        reduces what the statistics fed, as GPTQ's Hessians).
         """
         layers = self.linear_layers()
         unknown = [n for n in layer_names if n not in layers]
@@ -173,4 +190,6 @@ class BlockContext:
             for h in handles:
                 h.remove()
             checked.clear()
+        if reduce:
+            reduce_statistics(stats)
         return stats

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from calibration import distributed
 from calibration.models.blocks import find_decoder_blocks
 from calibration.runner.block_inputs import (BlockInputs, advance_block, autocast_dtype, catch_block_inputs,
                                              native_cpu_dtype)
@@ -68,6 +69,10 @@ def quantize_model(
 ) -> QuantizationResult:
     """Apply ``recipe`` to ``model`` block by block, in place.
 
+    Under ``torchrun`` (:mod:`calibration.distributed`) each rank calibrates on its contiguous share of
+    ``segments`` and every statistic is reduced over the ranks before a step uses it, so that every
+    rank ends with the same quantized model.
+
     Args:
         model: a decoder-only ``transformers`` causal LM.
         recipe: the ordered steps.
@@ -95,6 +100,11 @@ def quantize_model(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if recipe.needs_calibration_data and segments is None:
         raise ValueError(f"recipe {recipe.describe()} needs calibration segments")
+    if distributed.active():  # data-parallel: this rank's share of the segments; statistics are reduced
+        if work is not None:
+            raise ValueError("a work folder (resume) cannot be kept by a data-parallel run")
+        segments = None if segments is None else distributed.split_rows(segments, "calibration segments")
+        progress = progress and distributed.is_main()
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     prefix, blocks = find_decoder_blocks(model)

@@ -60,6 +60,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise PTQUserError("--window-seed samples non-overlapping windows; drop --stride")
     if args.limit is not None and args.limit <= 0:
         raise PTQUserError(f"--limit must be positive, got {args.limit}")
+    from calibration import distributed
+
+    if distributed.active() and args.tasks:
+        raise PTQUserError("--tasks (lm-eval) runs in one process; run it without torchrun")
 
 
 def reference_id(args: argparse.Namespace, quantized: bool) -> str | None:
@@ -91,6 +95,19 @@ def print_result(ds: str, r, kl, ref: str | None) -> None:
           f"Δ {kl.delta_ppl:+.3f}{'' if kl.delta_ppl_se is None else f' ± {kl.delta_ppl_se:.3f}'} paired) [{how}]")
 
 
+def _float_references(args: argparse.Namespace, ref_id: str, jobs: list, float_references) -> list:
+    """The cached float logits; under ``torchrun`` rank 0 computes (and caches) what is missing while the
+    other ranks wait, then they read the cache (one writer per cache file)."""
+    from calibration import distributed
+
+    if distributed.is_main():
+        refs = float_references(ref_id, jobs, args.kl_topk, args.reference_cache, args.device, not args.quiet)
+    distributed.barrier("waiting for rank 0's float reference logits")
+    if not distributed.is_main():
+        refs = float_references(ref_id, jobs, args.kl_topk, args.reference_cache, args.device, False)
+    return refs
+
+
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     check_eval(args.model, args.dtype, args.device, args.seqlen, args.max_windows, args.force)  # before any loading
@@ -98,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kl_topk is None:
         args.kl_topk = DEFAULT_TOPK
+    from calibration import distributed
     from calibration.data import tokenize_corpus
     from calibration.models import load_model
     from evaluations import footprint
@@ -124,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     refs: list = [None] * len(jobs)
     if ref_id is not None and args.kl_topk > 0:
         info(args, f"float reference {ref_id}: top-{args.kl_topk} logits (cached)")
-        refs = float_references(ref_id, jobs, args.kl_topk, args.reference_cache, args.device, not args.quiet)
+        refs = _float_references(args, ref_id, jobs, float_references)
     elif ref_id is not None:
         info(args, f"float reference {ref_id} in memory: exact KL")
         ref_model = load_model(ref_id, dtype="float32", device=args.device)[0]
@@ -149,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{task}: {shown} ({int(metrics.get('sample_len', 0))} documents)")
     fp = footprint(model)
     print(f"weights: {fp.human()} ({fp.bits_per_weight:.2f} bits per weight)")
-    if args.json:
+    if args.json and distributed.is_main():
         write_json(args.json, {"model": args.model, "dtype": args.dtype, "reference": ref_id, "bos": bos is not None,
                                "perplexity": results, "tasks": task_results, "footprint": fp.to_dict()})
     sys.stdout.flush()

@@ -15,6 +15,8 @@ from scripts.output import atomic_folder, check_output, output_lock, work_folder
 from scripts.preflight import check_corpus, check_seqlen, enforce, ignored_data_flags, probe_rate, warn
 from scripts.versions import versions
 from ptq.errors import PTQUserError
+from calibration import distributed
+from scripts.errors import UsageError
 
 HELP = "quantize a model (RTN, ...) on a calibration corpus and write it with ptq.json"
 
@@ -45,10 +47,10 @@ def add_arguments(p: argparse.ArgumentParser, output_required: bool = True) -> N
     o = p.add_argument_group("output")
     o.add_argument("--output", required=output_required, help="folder to write (must not exist unless --overwrite)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    o.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+    o.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                    help="finished blocks are kept in the hidden work folder .OUTPUT.ptq-work until the output is "
-                        "written; a rerun of the same model, recipe and data resumes there (default); --no-resume "
-                        "starts over")
+                        "written; a rerun of the same model, recipe and data resumes there (default; not under "
+                        "torchrun); --no-resume starts over")
     o.add_argument("--force", action="store_true",
                    help="run even when the plan says this machine's memory or disk cannot hold it")
     o.add_argument("--format", default="ptq", metavar="{" + ",".join((*FORMATS, "float")) + "}",
@@ -162,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
         what = f"--method {args.method}" if not args.recipe else f"recipe {args.recipe}"
         warn("quantize", f"{what} uses no calibration data, so {', '.join(ignored)} "
                          f"{'is' if len(ignored) == 1 else 'are'} ignored")
+    if distributed.active():
+        if args.resume:
+            raise UsageError("--resume keeps a work folder of one process's block inputs, which a torchrun run "
+                             "does not have (each rank holds a share); drop --resume or run one process")
+        if not distributed.is_main():  # rank 0 holds the output lock and writes; the others calibrate with it
+            return _quantize(args, recipe, out)
     with output_lock(out):
         return _quantize(args, recipe, out)
 
@@ -198,8 +206,13 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
         segments = calibration_segments(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
                                         bos=bos is not None)
     info(args, f"quantizing {args.model} with {recipe.describe()}")
+    if distributed.active():  # no work folder, and a signal stops the process at once (torchrun stops them all)
+        info(args, f"data-parallel: {distributed.world_size()} processes share the calibration segments")
+        result = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=not args.quiet,
+                                autocast=args.autocast)
+        return _write(args, recipe, out, model, tokenizer, result, verdict, data, bos, t_load, None)
     with stop_signals(lambda m: print(f"ptq quantize: {m}", file=sys.stderr, flush=True)) as state:
-        work = WorkFolder(work_folder_path(out), quantize_key(args, recipe, data), resume=args.resume,
+        work = WorkFolder(work_folder_path(out), quantize_key(args, recipe, data), resume=args.resume is not False,
                           after_block=after_block_hook(state))
         resume_hint = f"the finished blocks are kept in {work.path}; run the same command again to resume"
         try:  # a recipe without calibration data is quick to redo: it keeps no work folder
@@ -217,6 +230,15 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
         except BaseException:
             work.remove_if_empty()
             raise
+    return _write(args, recipe, out, model, tokenizer, result, verdict, data, bos, t_load, work)
+
+
+def _write(args: argparse.Namespace, recipe, out, model, tokenizer, result, verdict, data, bos, t_load: float,
+           work) -> int:
+    """Rank 0 (or the only process) writes ``out`` atomically; other ranks wait until it is written."""
+    if not distributed.is_main():
+        distributed.barrier("waiting for rank 0 to write the checkpoint")
+        return 0
     if result.resumed_at:
         info(args, f"resumed at block {result.resumed_at} from {work.path}")
 
@@ -227,6 +249,7 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
         "data": {**data, "bos": bos} if data else None,
         "versions": versions(),
         "plan": verdict.estimate.to_dict(),
+        **({"processes": distributed.world_size()} if distributed.active() else {}),
         **result.to_json(),
     }
     report["timings_s"]["load"] = round(t_load, 3)
@@ -237,9 +260,12 @@ def _quantize(args: argparse.Namespace, recipe, out) -> int:
             report["timings_s"]["save"] = round(time.perf_counter() - t1, 3)
             write_json(tmp / "ptq.json", report)
     except OSError:
-        if data and work.enabled and work.path.exists():
-            print(f"ptq quantize: writing {out} failed; {resume_hint}", file=sys.stderr)
+        if data and work is not None and work.enabled and work.path.exists():
+            print(f"ptq quantize: writing {out} failed; the finished blocks are kept in {work.path}; run the same "
+                  "command again to resume", file=sys.stderr)
         raise
-    work.remove()
+    if work is not None:
+        work.remove()
     info(args, f"wrote {out} ({len(result.records)} layers quantized in {result.timings['quantize']:.1f} s)")
+    distributed.barrier("telling the other ranks the checkpoint is written")
     return 0
