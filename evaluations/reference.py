@@ -7,7 +7,9 @@ per scored position, the top-k log-probs, their ids and the log of the remaining
 perplexity ratio). :func:`evaluate` then scores any model on the same windows and computes
 ``KL_k`` from the cache (:func:`evaluations.kl.kl_topk`); with a float **model** as the
 reference instead, the KL is exact over the full vocabulary (:func:`evaluations.kl.kl_exact`),
-at the price of a second forward pass per window.
+at the price of a second forward pass per window. :func:`evaluate_reference` evaluates the float
+model itself and keeps its top-k logits from the same pass (the float row of a grid: one pass, the
+numbers :func:`evaluate` gives against the cached reference).
 """
 from __future__ import annotations
 
@@ -70,8 +72,11 @@ def _plan_text(d: dict[str, Any]) -> str:
 def compute_reference(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, topk: int = DEFAULT_TOPK,
                       batch_size: int = 1, progress: bool = False) -> ReferenceLogits:
     """Run the float ``model`` once over ``plan``'s windows and keep its top-``topk`` log-probs."""
+    from calibration import distributed
     from evaluations.perplexity import window_nll
 
+    if distributed.active():  # score_windows shows each rank only its share of the windows
+        raise ValueError("evaluate_reference keeps every window's logits: run it in one process, not under torchrun")
     logp, idx, rest, nll = [], [], [], []
     for _, logits, targets in window_logits(model, ids, plan, batch_size, progress, desc="reference logits"):
         v, ix, r = topk_reference(logits, topk)
@@ -141,3 +146,35 @@ def evaluate(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, reference: R
         return r, None
     collector.gather()
     return r, collector.result(r.window_nll)
+
+
+def evaluate_reference(model: nn.Module, ids: torch.Tensor, plan: WindowPlan, topk: int = DEFAULT_TOPK,
+                       batch_size: int = 1, progress: bool = False
+                       ) -> tuple[PerplexityResult, KLResult, ReferenceLogits]:
+    """Evaluate the float ``model`` and keep its top-``topk`` logits from that one pass.
+
+    The perplexity, and the KL / top-1 / perplexity ratio against itself, are what
+    :func:`evaluate` gives against :func:`compute_reference`'s cache of the same model (same
+    logits, same per-window formulas), at one forward pass per window instead of two.
+    """
+    from calibration import distributed
+    from evaluations.perplexity import window_nll
+
+    if distributed.active():  # score_windows shows each rank only its share of the windows
+        raise ValueError("evaluate_reference keeps every window's logits: run it in one process, not under torchrun")
+    logp, idx, rest, ref_nll, kls, top1 = [], [], [], [], [], []
+
+    def on_window(w: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        v, ix, r = (t.cpu() for t in topk_reference(logits, topk))
+        logp.append(v)
+        idx.append(ix)
+        rest.append(r)
+        ref_nll.append(window_nll(logits, targets) / targets.numel())
+        kls.append(kl_topk(v, ix, r, logits.cpu()).cpu())
+        top1.append(top1_agreement(ix[:, 0], logits).cpu())
+
+    with torch.inference_mode():
+        r = score_windows(model, ids.reshape(-1), plan, batch_size, progress, on_window=on_window)
+    ref = ReferenceLogits(torch.cat(logp), torch.cat(idx), torch.cat(rest), ref_nll,
+                          {**plan.describe(), "counts": list(plan.counts)})
+    return r, summarize(kls, top1, r.window_nll, ref_nll, topk, ref.rest_mass()), ref

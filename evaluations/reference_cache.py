@@ -24,6 +24,7 @@ from evaluations.reference import ReferenceLogits
 from evaluations.windows import WindowPlan
 
 FORMAT = 1
+Job = tuple[str, str, torch.Tensor, WindowPlan]  # (corpus source, split, token stream, windows)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".json")
 
 
@@ -81,22 +82,57 @@ def cached_reference(key: str, compute: Callable[[], ReferenceLogits], cache_dir
 
     An unreadable cache file (interrupted writer of an older format) is recomputed.
     """
-    path = Path(cache_dir or default_cache_dir()) / f"{key}.safetensors"
-    if path.is_file():
-        try:
-            return load_reference(path), True
-        except Exception:  # noqa: BLE001 - a broken cache entry is recomputed, never trusted
-            pass
+    ref = lookup_reference(key, cache_dir)
+    if ref is not None:
+        return ref, True
     ref = compute()
-    save_reference(ref, path, meta)
+    save_reference(ref, _path(key, cache_dir), meta)
     return ref, False
 
 
+def _path(key: str, cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / f"{key}.safetensors"
+
+
+def lookup_reference(key: str, cache_dir: str | Path | None = None) -> ReferenceLogits | None:
+    """The reference stored under ``key``; ``None`` when there is none, or it is unreadable (an
+    interrupted writer of an older format: recomputed, never trusted)."""
+    path = _path(key, cache_dir)
+    if path.is_file():
+        try:
+            return load_reference(path)
+        except Exception:  # noqa: BLE001
+            pass
+    return None
+
+
 def has_reference(key: str, cache_dir: str | Path | None = None) -> bool:
-    return (Path(cache_dir or default_cache_dir()) / f"{key}.safetensors").is_file()
+    return _path(key, cache_dir).is_file()
 
 
-Job = tuple[str, str, torch.Tensor, WindowPlan]  # (corpus source, split, token stream, windows)
+def job_key(model_id: str, job: Job, topk: int) -> str:
+    """The cache key of the float model's reference for ``job``."""
+    source, split, ids, plan = job
+    return cache_key(model_id, "float32", source, split, ids, plan, topk)
+
+
+def evaluate_float(model_id: str, model: Any, job: Job, topk: int, cache_dir: str | Path | None = None,
+                   progress: bool = False) -> tuple[Any, Any]:
+    """``(PerplexityResult, KLResult)`` of the float32 ``model`` (loaded from ``model_id``) on ``job``:
+    against its cached reference when there is one, else from one pass that also computes and caches
+    it (:func:`evaluations.reference.evaluate_reference`; the same numbers, one pass instead of two)."""
+    from evaluations.reference import evaluate, evaluate_reference
+
+    source, split, ids, plan = job
+    key = job_key(model_id, job, topk)
+    ref = lookup_reference(key, cache_dir)
+    if ref is not None:
+        return evaluate(model, ids, plan, ref, progress=progress)
+    r, kl, ref = evaluate_reference(model, ids, plan, topk, progress=progress)
+    save_reference(ref, _path(key, cache_dir), meta={"model": model_id, "source": source, "split": split})
+    return r, kl
+
+
 
 
 def float_references(model_id: str, jobs: list[Job], topk: int, cache_dir: str | Path | None = None,
@@ -123,7 +159,7 @@ def float_references(model_id: str, jobs: list[Job], topk: int, cache_dir: str |
 
     out = []
     for source, split, ids, plan in jobs:
-        key = cache_key(model_id, "float32", source, split, ids, plan, topk)
+        key = job_key(model_id, (source, split, ids, plan), topk)
         ref, _ = cached_reference(key, lambda: compute_reference(model(), ids, plan, topk, progress=progress),
                                   cache_dir, meta={"model": model_id, "source": source, "split": split})
         out.append(ref)

@@ -94,23 +94,29 @@ def pass_gflop(model, tokens: int) -> tuple[float, float, tuple[int, int]]:
     return full, observe, widest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_load_arguments(ap: argparse.ArgumentParser, group_size: int = 64) -> None:
+    """The model, calibration and GPTQ format flags :func:`load` and the GPTQ benches read."""
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--tiny", action="store_true", help="a 2-block toy model (smoke test)")
     ap.add_argument("--random-weights", action="store_true", help="SmolLM2-135M shapes, random weights and tokens")
     ap.add_argument("--num-layers", type=int, default=None, help="keep only the first N decoder blocks")
     ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=64, help="0 for per-channel (default 64)")
-    ap.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--static-groups", action="store_true")
-    ap.add_argument("--true-sequential", action="store_true")
-    ap.add_argument("--hessian-dtype", default="float32")
+    ap.add_argument("--group-size", type=int, default=group_size, help="0 for per-channel (default %(default)s)")
     ap.add_argument("--calib", default="web-ot")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_load_arguments(ap)
+    ap.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--static-groups", action="store_true")
+    ap.add_argument("--true-sequential", action="store_true")
+    ap.add_argument("--passes", default="two", choices=["one", "two"], help="GPTQ passes per block (default two)")
+    ap.add_argument("--hessian-dtype", default="float32")
     ap.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
                     help="calibration forward passes under torch.autocast (default: float32)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -131,7 +137,7 @@ def main() -> None:
     rss_loaded = peak_rss_mb()
     step = GPTQStep(bits=args.bits, granularity="group" if args.group_size else "channel",
                     group_size=args.group_size or None, act_order=args.act_order, static_groups=args.static_groups,
-                    true_sequential=args.true_sequential, hessian_dtype=args.hessian_dtype)
+                    true_sequential=args.true_sequential, hessian_dtype=args.hessian_dtype, passes=args.passes)
     result = quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=False,
                             autocast=args.autocast)
     s = result.steps[0]["seconds"]
@@ -147,6 +153,7 @@ def main() -> None:
     phases["block re-run + runner"] = total - sum(phases.values())
     print(f"GPTQ {step.spec.describe()}{' act-order' if args.act_order else ''}"
           f"{' static-groups' if args.static_groups else ''}{' true-sequential' if args.true_sequential else ''}"
+          f"{' one-pass' if args.passes == 'one' else ''}"
           f"{f'; forward passes under {args.autocast} autocast' if args.autocast else ''}; "
           f"{what}; {tuple(segments.shape)[0]} x {tuple(segments.shape)[1]} tokens, batch {args.batch_size}")
     print("| phase | seconds | share |\n|---|---:|---:|")
@@ -158,9 +165,11 @@ def main() -> None:
           f"total GPTQ loss {result.steps[0]['total_loss']:.4g}")
     tokens = tuple(segments.shape)[0] * tuple(segments.shape)[1]
     full, observe, widest = pass_gflop(model, tokens)
+    if args.passes == "one":  # one whole pass per block, no Hessian pass stopping early
+        observe = 0.0
     rate = gemm_gflops(args.batch_size * args.seqlen, widest[1], widest[0])
     passes = phases["forward passes feeding the Hessians"] + phases["block re-run + runner"]
-    print(f"the two passes' linear layers: {full + observe:.0f} GFLOP in {passes:.1f} s = "
+    print(f"the passes' linear layers: {full + observe:.0f} GFLOP in {passes:.1f} s = "
           f"{(full + observe) / max(passes, 1e-9):.0f} GFLOP/s; this CPU's float32 matmul now: {rate:.0f} GFLOP/s, "
           f"so those matmuls alone need at least {(full + observe) / rate:.0f} s here")
     if args.json:

@@ -12,6 +12,12 @@ attention output, MLP inputs (gate/up, ``fc1``, ``c_fc``), MLP output; each grou
 are collected after the earlier groups were quantized, so they see those groups' quantized
 outputs. The groups come from one forward pass over the first calibration mini-batch:
 layers in first-call order, grouped by shared input.
+
+``passes="two"`` (default) runs the Hessian pass(es) above, then the runner re-runs the quantized
+block for its outputs. ``passes="one"`` gets the true-sequential result (the same numbers) from a
+single forward pass per block (:func:`calibration.runner.staged.run_in_stages`): every mini-batch's
+forward pauses at each group's first layer until all have fed that group's Hessian and the group
+is quantized, then continues with it; the forwards' ends are the quantized block's outputs.
 """
 from __future__ import annotations
 
@@ -27,8 +33,9 @@ from torch import nn
 from calibration import distributed
 from calibration.models.blocks import linear_weight, set_linear_weight
 from calibration.recipes.step import WeightStep, option, register_step
-from calibration.runner.context import BlockContext, LayerRecord
+from calibration.runner.context import BlockContext, LayerRecord, check_finite_input
 from calibration.runner.spread import reduce_statistics
+from calibration.runner.staged import run_in_stages
 from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq
 from ptq.algorithms.hessian import HessianAccumulator, shrink_to_diagonal
 from ptq.algorithms.result import QuantizedWeight
@@ -37,6 +44,7 @@ from ptq.choosers import get_qparams, legacy_qparams
 from ptq.errors import PTQUserError
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PASSES = ("one", "two")
 _RECORD_KEYS = ("damp", "dead_columns", "fallback", "reason")
 
 
@@ -144,7 +152,9 @@ class GPTQStep(WeightStep):
     true_sequential: bool = option(False, "quantize each block's layers group by group (q/k/v, out, MLP in, MLP "
                                           "out), each on inputs from the already quantized earlier groups")
     mse: bool = option(False, "deprecated: use --qparams mse (GPTQ grid search of each scale minimising |w - q|^2.4)")
-    hessian_dtype: str = "float32"
+    hessian_dtype: str = option("float32", "dtype of the Hessian sums and the solve: float32 (default, as the reference) "
+                                         "or float64 (the sums no longer depend on their order: a torchrun run gives "
+                                         "the same codes as one process)", choices=tuple(HESSIAN_DTYPES))
     token_clip: float | None = option(None, "scale tokens whose layer input norm exceeds R x their sequence's median "
                                             "down to it before they enter the Hessian (massive-activation / "
                                             "attention-sink tokens); R > 1, default off",
@@ -157,6 +167,10 @@ class GPTQStep(WeightStep):
                                      "the calibration text count only by 1 - LAMBDA, so GPTQ over-fits that text "
                                      "less (0: GPTQ, default; 1: round-to-nearest)",
                                 type=float, metavar="LAMBDA", omit_default=True)
+    passes: str = option("two", "forward passes per block: 'two' (Hessian pass(es), then the quantized block's re-run) "
+                                "or 'one' (true-sequential groups in a single pass that ends with the quantized "
+                                "block's outputs; same result as --true-sequential)", choices=PASSES,
+                         omit_default=True)
     resume_attrs: ClassVar[tuple[str, ...]] = ("_stats",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
@@ -185,7 +199,10 @@ class GPTQStep(WeightStep):
                              f"got {self.diag_shrink!r}")
         if self.static_groups and self.granularity != "group":
             raise PTQUserError("static_groups needs granularity 'group' with a group_size")
+        if self.passes not in PASSES:
+            raise PTQUserError(f"passes must be 'one' or 'two', got {self.passes!r}")
         self._stats = _new_stats()
+        self._last = True
         self._groups_cache: dict[tuple[str, ...], list[list[str]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,8 +217,13 @@ class GPTQStep(WeightStep):
         super().initialize(model)
         self._stats = _new_stats()
 
+    def link_next(self, following: Any) -> None:
+        self._last = following is None  # only the last step's one pass can stand for the runner's re-run
+
     def process_block(self, ctx: BlockContext) -> None:
         layers = ctx.linear_layers()
+        if self.passes == "one":
+            return self._one_pass(ctx, layers)
         groups = self._sequential_groups(ctx, layers) if self.true_sequential else [list(layers)]
         for names in groups:
             router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype], token_clip=self.token_clip)
@@ -215,14 +237,47 @@ class GPTQStep(WeightStep):
             for name in names:
                 leader = router.leader.get(name)
                 accs[name] = router.hessians.get(leader) if leader is not None else None
-            # a group's layers are independent given their Hessians: round-robin over the ranks (all on
-            # rank 0 in one process), each rank solves its own, then every rank takes every result
-            solved = {name: self._solve_layer(ctx.qualified(name), layers[name], accs[name])
-                      for i, name in enumerate(names) if distributed.owner(i) == distributed.rank()}
-            for i, name in enumerate(names):
-                res = distributed.broadcast_object(solved.get(name), distributed.owner(i),
-                                                   f"sharing the GPTQ result of {ctx.qualified(name)}")
-                self._apply_layer(ctx, name, layers[name], res, accs[name])
+            self._quantize_group(ctx, names, layers, accs)
+
+    def _quantize_group(self, ctx: BlockContext, names: list[str], layers: dict[str, nn.Module],
+                        accs: dict[str, HessianAccumulator | None]) -> None:
+        """GPTQ of a group of layers whose Hessians are complete (and reduced over the ranks)."""
+        # a group's layers are independent given their Hessians: round-robin over the ranks (all on
+        # rank 0 in one process), each rank solves its own, then every rank takes every result
+        solved = {name: self._solve_layer(ctx.qualified(name), layers[name], accs[name])
+                  for i, name in enumerate(names) if distributed.owner(i) == distributed.rank()}
+        for i, name in enumerate(names):
+            res = distributed.broadcast_object(solved.get(name), distributed.owner(i),
+                                               f"sharing the GPTQ result of {ctx.qualified(name)}")
+            self._apply_layer(ctx, name, layers[name], res, accs[name])
+
+    def _one_pass(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> None:
+        """True-sequential GPTQ of the block in one forward pass (see the module docstring); the
+        quantized block's outputs replace ``ctx.inputs`` when this is the recipe's last step."""
+        groups = self._sequential_groups(ctx, layers)
+        dtype = HESSIAN_DTYPES[self.hessian_dtype]
+        accs: list[HessianAccumulator | None] = [None] * len(groups)
+        secs = self._stats["seconds"]
+        solve_before = secs["solve"]
+
+        def on_input(k: int, x: torch.Tensor) -> None:
+            check_finite_input(x, ctx.qualified(groups[k][0]))
+            t = time.perf_counter()
+            if accs[k] is None:
+                accs[k] = HessianAccumulator(x.shape[-1], dtype, device=x.device, token_clip=self.token_clip)
+            accs[k].update(x)
+            secs["hessian"] += time.perf_counter() - t
+
+        def after_stage(k: int) -> None:
+            reduce_statistics({"H": accs[k]})  # data-parallel: the Hessian of every rank's segments
+            self._quantize_group(ctx, groups[k], layers, dict.fromkeys(groups[k], accs[k]))
+            accs[k] = None
+
+        t0 = time.perf_counter()
+        run_in_stages(ctx.block, ctx.inputs, [layers[g[0]] for g in groups], on_input, after_stage,
+                      autocast=ctx.autocast, write_outputs=self._last)
+        ctx.advanced = self._last
+        secs["observe"] += time.perf_counter() - t0 - (secs["solve"] - solve_before)
 
     def _sequential_groups(self, ctx: BlockContext, layers: dict[str, nn.Module]) -> list[list[str]]:
         key = tuple(layers)

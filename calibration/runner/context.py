@@ -26,6 +26,13 @@ def _first_rows(value: Any, batch: int, k: int) -> Any:
     return value
 
 
+def check_finite_input(x: torch.Tensor, qname: str) -> None:
+    """:class:`PTQUserError` when the calibration input ``x`` of layer ``qname`` holds NaN or inf."""
+    if not torch.isfinite(x).all():
+        raise PTQUserError(f"the input of layer {qname} contains NaN or inf during calibration; "
+                           "check the model's dtype (float16 overflows) or the previous quantization steps")
+
+
 class Statistic(Protocol):
     """Anything fed a layer's input activations (observers, Hessian accumulators)."""
 
@@ -65,6 +72,9 @@ class BlockContext:
         records: where steps write a :class:`LayerRecord` per qualified layer name.
         autocast: ``torch.autocast`` dtype of every forward pass through the block (``None``:
             the block's own dtype). Weights, and so every step's solve, stay as they are.
+        advanced: set by a step that has already replaced ``inputs``' hidden states in place by the
+            block's final outputs (a one-pass step, :mod:`calibration.runner.staged`), so the runner
+            does not re-run the block; the runner clears it before each step.
     """
 
     block: nn.Module
@@ -73,6 +83,7 @@ class BlockContext:
     inputs: BlockInputs
     records: dict[str, LayerRecord]
     autocast: torch.dtype | None = None
+    advanced: bool = False
     _float_outputs: list[torch.Tensor] | None = None
 
     def on_batches(self, stop: int, records: dict[str, LayerRecord] | None = None,
@@ -167,11 +178,8 @@ class BlockContext:
 
         def hook(module: nn.Module, args: tuple, name: str) -> None:
             x = args[0]
-            if not (checked and checked[0] is x) and not torch.isfinite(x).all():
-                raise PTQUserError(
-                    f"the input of layer {self.qualified(name)} contains NaN or inf during calibration; "
-                    "check the model's dtype (float16 overflows) or the previous quantization steps"
-                )
+            if not (checked and checked[0] is x):
+                check_finite_input(x, self.qualified(name))
             checked[:] = [x]
             stats[name].update(x)
             if not calls[name]:

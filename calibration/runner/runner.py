@@ -148,8 +148,9 @@ def quantize_model(
         ctx = BlockContext(block=block, index=index, prefix=f"{prefix}.{index}", inputs=inputs, records=result.records,
                            autocast=amp)
         for step in recipe.steps:
+            ctx.advanced = False  # only the last step's in-place outputs stand for the re-run
             step.process_block(ctx)
-        if recipe.needs_calibration_data and index + 1 < len(blocks):
+        if recipe.needs_calibration_data and index + 1 < len(blocks) and not ctx.advanced:
             inputs = advance_block(block, inputs, amp)
         del ctx
         block.to(home)

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
 @lru_cache(maxsize=1)
@@ -41,6 +42,16 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
     if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+
+
+def share_heap_arenas(arenas: int = 1) -> bool:
+    """Let threads created from now on allocate from at most ``arenas`` glibc heaps (``M_ARENA_MAX``)
+    instead of one new heap each: a heap keeps up to the trim threshold of freed blocks for its
+    own thread, so many short-lived threads that each allocate and free large tensors (one
+    suspended forward per calibration mini-batch) would otherwise each hold on to their own.
+    Process-wide; returns whether it applied."""
+    libc = glibc()
+    return bool(libc.mallopt(M_ARENA_MAX, arenas)) if libc is not None else False
 
 
 def trim_freed_memory() -> None:

@@ -9,7 +9,8 @@ summaries (``steps``, as in ``ptq.json``: e.g. SmoothQuant's chosen alphas).
 
 The float model's top-k logits are computed once per model and evaluation corpus (before the
 first group of that model quantizes anything, from the model it has just loaded when that is
-float32) and cached beside the results store in ``reference-logits/``; every row reads them.
+float32; by the float row's own evaluation pass when that row comes first) and cached beside the
+results store in ``reference-logits/``; every row reads them.
 """
 from __future__ import annotations
 
@@ -125,7 +126,8 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     jobs = _eval_jobs(config, group, tokenizer)
     refs: list[Any] = [None] * len(jobs)
     topk = DEFAULT_TOPK if config.eval.kl_topk is None else config.eval.kl_topk
-    if topk:
+    float_row = method.dtype == "float32" and not method.steps  # its evaluation pass makes the reference
+    if topk and not float_row:
         from evaluations.reference_cache import float_references
 
         as_loaded = (lambda *_: model) if method.dtype == "float32" else None  # still the float model
@@ -153,9 +155,14 @@ def _run_group(config: GridConfig, group: list[CellPlan], segment_cache: dict[tu
     if method.dtype != "float32" and not native and next(model.parameters()).device.type == "cpu":
         model = model.to(torch.float32)  # weights rounded to the dtype, float32 compute
     vers = versions()
-    for cell, (_, _, ids, plan), ref in zip(group, jobs, refs):
+    for cell, job, ref in zip(group, jobs, refs):
         log(f"{tag} evaluating on {cell.dataset.label}")
-        r, kl = evaluate(model, ids, plan, ref, progress=progress)
+        if float_row and topk:
+            from evaluations.reference_cache import evaluate_float
+
+            r, kl = evaluate_float(model_e.id, model, job, topk, ref_dir, progress)
+        else:
+            r, kl = evaluate(model, job[2], job[3], ref, progress=progress)
         yield {
             "key": cell.key, "grid": config.name,
             "model": model_e.label, "model_id": model_e.id,
