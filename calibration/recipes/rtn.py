@@ -9,7 +9,7 @@ from calibration.observers import OBSERVERS
 from calibration.recipes.step import WeightStep, option, register_step
 from calibration.recipes.weight_ranges import weight_qparams
 from calibration.runner.context import BlockContext, LayerRecord
-from ptq.algorithms.rtn import rtn
+from ptq.algorithms.rtn import rtn, rtn_qparams
 from ptq.choosers import get_qparams
 from ptq.errors import PTQUserError
 from ptq.spec import QuantSpec
@@ -27,9 +27,9 @@ class RTNStep(WeightStep):
         observer: how the range of each ``(scale, zero)`` unit is chosen: ``minmax``,
             ``percentile`` or ``mse`` (any registered observer), fed the weight itself.
         observer_args: keyword arguments of the observer (e.g. ``{"percentile": 99.9}``).
-        qparams: a registered qparams chooser (:mod:`ptq.choosers`: ``minmax``, ``mse``, ``hqq``)
-            instead of an observer; ``qparams_args`` its options. Choosers that need calibration
-            statistics (``mse-weighted``) belong to GPTQ. ``hqq`` gets float16 zero points.
+        qparams: a registered qparams chooser (:mod:`ptq.choosers`: ``minmax``, ``mse``, ``hqq``,
+            ``q4_0``) instead of an observer, with its own rounding if it has one; ``qparams_args`` its
+            options. Choosers that need calibration statistics (``mse-weighted``) belong to GPTQ. ``hqq`` gets float16 zero points.
         weight_format: ``int`` (the affine grid), or the 4-bit code books ``nf4`` / ``fp4`` (QLoRA;
             ``bits`` 4, blocks of ``group_size``, 64 by default, one absmax each).
         double_quant: with ``nf4`` / ``fp4``, 8-bit double quantization of the absmax constants.
@@ -69,12 +69,11 @@ class RTNStep(WeightStep):
         for name, layer in ctx.linear_layers().items():
             W = linear_weight(layer).float()
             if self.spec.codebook:
-                scale = zero = None
+                q = rtn(W, self.spec)
             elif self.qparams != "minmax":
-                scale, zero = get_qparams(self.qparams)(W, self.spec, **(self.qparams_args or {}))
+                q = rtn_qparams(W, self.spec, self.qparams, **(self.qparams_args or {}))
             else:
-                scale, zero = weight_qparams(W, self.spec, self.observer, self.observer_args)
-            q = rtn(W, self.spec, scale, zero)
+                q = rtn(W, self.spec, *weight_qparams(W, self.spec, self.observer, self.observer_args))
             set_linear_weight(layer, q.weight)
             rel = (q.loss / max(float(W.pow(2).sum()), 1e-30)) ** 0.5
             ctx.record(name, LayerRecord(

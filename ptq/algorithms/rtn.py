@@ -10,9 +10,12 @@ QLoRA's blockwise absmax quantization, ``Q = CODE[q] * absmax`` (absmax double-q
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ptq.algorithms.result import QuantizedWeight
+from ptq.choosers import get_qparams
 from ptq.codebook import absmax_quantize, codebook_dequantize, used_absmax
 from ptq.qparams import minmax_qparams
 from ptq.quantize import dequantize, quantize
@@ -24,8 +27,13 @@ def rtn(
     spec: QuantSpec,
     scale: torch.Tensor | None = None,
     zero: torch.Tensor | None = None,
+    codes: torch.Tensor | None = None,
 ) -> QuantizedWeight:
-    """Quantize a ``[out, in]`` weight to the nearest grid point (float32 result)."""
+    """Quantize a ``[out, in]`` weight to the nearest grid point (float32 result).
+
+    ``codes``: the codes on the grid ``(scale, zero)`` when a format's own rounding chose them
+    (a chooser's ``rounding``, e.g. llama.cpp's ``Q4_0``); nearest rounding otherwise.
+    """
     W = W.float()
     if spec.codebook:
         codes, absmax = absmax_quantize(W, spec)
@@ -34,5 +42,16 @@ def rtn(
                                loss=float((W - Q).pow(2).sum()))
     if scale is None or zero is None:
         scale, zero = minmax_qparams(W, spec)
-    Q = dequantize(quantize(W, scale, zero, spec), scale, zero, spec)
+    if codes is None:
+        codes = quantize(W, scale, zero, spec)
+    Q = dequantize(codes, scale, zero, spec)
     return QuantizedWeight(weight=Q, scale=scale, zero=zero, spec=spec, loss=float((W - Q).pow(2).sum()))
+
+
+def rtn_qparams(W: torch.Tensor, spec: QuantSpec, qparams: str = "minmax", **options: Any) -> QuantizedWeight:
+    """RTN on the grid of the registered chooser ``qparams`` (:mod:`ptq.choosers`), rounded by the
+    chooser's own ``rounding`` when it has one (``q4_0``: byte for byte the ``gguf`` package's ``Q4_0``)."""
+    chooser = get_qparams(qparams)
+    scale, zero = chooser(W.float(), spec, **options)
+    codes = chooser.rounding(W.float(), spec) if chooser.rounding is not None else None
+    return rtn(W, spec, scale, zero, codes=codes)

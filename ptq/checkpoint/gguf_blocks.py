@@ -11,7 +11,10 @@ Blocks of 32 consecutive weights of one row (ggml ``QK4_0 = QK4_1 = QK8_0 = 32``
 
 ptq's weight is ``scale * (q - zero)``. With the block's ``scale`` a float16 number:
 Q4_0 holds it with ``d = scale, c = q - zero + 8`` when every ``q - zero`` is in ``-8..7``
-(every 4-bit symmetric grid, and any grid of 3 bits or fewer); Q8_0 with ``d = scale,
+(every 4-bit symmetric grid, and any grid of 3 bits or fewer), and per block with a negative
+``d = -scale, c = 8 - (q - zero)`` when they are in ``-7..8`` (llama.cpp's own rule puts a block's
+largest weight on the -8 level, so a block whose largest weight is positive has ``d < 0``:
+:mod:`ptq.choosers.q4_0`; Q8_0 likewise); Q8_0 with ``d = scale,
 c = q - zero`` when ``q - zero`` is in ``-128..127`` (every 8-bit symmetric grid); Q4_1 with
 ``d = scale, c = q, m = -scale * zero`` when ``q <= 15`` and ``m`` is a float16 number. Then the
 float32 value ggml computes equals ptq's (``d * c`` is exact in float32 for an 11-bit ``d``
@@ -74,15 +77,35 @@ def block_codes(grid: LayerGrid, qtype: str) -> tuple[np.ndarray, np.ndarray, np
             return (f"Q4_1 stores the block minimum m = -scale * zero in float16 and {share:.0%} of this grid's "
                     "minima are not float16 numbers")
     else:
-        c = grid.codes - grid.expand(grid.zero).long() + _OFFSET[qtype]
+        signed = _signed_blocks(grid, s, qtype)
+        if isinstance(signed, str):
+            return signed
+        c, s = signed
         m = None
-    if int(c.min()) < lo or int(c.max()) > hi:
-        span = (int(c.min()) - _OFFSET.get(qtype, 0), int(c.max()) - _OFFSET.get(qtype, 0))
-        what = "codes q" if qtype == "Q4_1" else "q - zero"
-        return (f"its {what} span {span[0]}..{span[1]} ({grid.spec.bits}-bit {'symmetric' if grid.spec.symmetric else 'asymmetric'} "
-                f"grid) but {qtype} holds {lo - _OFFSET.get(qtype, 0)}..{hi - _OFFSET.get(qtype, 0)}")
+    if int(c.min()) < lo or int(c.max()) > hi:  # Q4_1 (the signed types are checked above)
+        return f"its codes q span {int(c.min())}..{int(c.max())} ({grid.spec.bits}-bit grid) but {qtype} holds {lo}..{hi}"
     half = lambda t: t.numpy().astype(np.float16)  # noqa: E731 - exact: checked above
     return c.numpy(), half(s), (half(m) if m is not None else None)
+
+
+def _signed_blocks(grid: LayerGrid, s: torch.Tensor, qtype: str) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """``(c [out, in], d [out, nb])`` of the ``d * (c - offset)`` types from the block scales ``s``: ``k = q - zero``
+    per block as ``d = scale, c = k + offset`` when ``k`` fits, else as ``d = -scale, c = offset - k`` (llama.cpp's
+    ``Q4_0`` puts a block's largest positive weight on its -8 level that way); or why neither fits."""
+    off = _OFFSET[qtype]
+    lo, hi = (r - off for r in _RANGE[qtype])
+    k = _blocks(grid.codes - grid.expand(grid.zero).long())
+    kmin, kmax = k.amin(-1), k.amax(-1)
+    pos = (kmin >= lo) & (kmax <= hi)
+    neg = ~pos & (kmax <= -lo) & (kmin >= -hi)
+    if not bool((pos | neg).all()):
+        bad = ~(pos | neg)
+        span = (int(kmin[bad].min()), int(kmax[bad].max()))
+        return (f"its q - zero span {span[0]}..{span[1]} in a block ({grid.spec.bits}-bit "
+                f"{'symmetric' if grid.spec.symmetric else 'asymmetric'} grid) but {qtype} holds {lo}..{hi} "
+                f"(or {-hi}..{-lo} with a negative d)")
+    sign = torch.where(neg, -1, 1)
+    return (sign.unsqueeze(-1) * k + off).reshape(grid.codes.shape), s * sign
 
 
 def misfit(grid: LayerGrid, qtype: str) -> str | None:
@@ -117,17 +140,21 @@ def block_bytes(n_weights: int, qtype: str) -> int:
     return n_weights // BLOCK * BLOCK_BYTES[qtype]
 
 
-def spec_misfit(bits: int, symmetric: bool, granularity: str, group_size: int | None, qtype: str) -> str | None:
+def spec_misfit(bits: int, symmetric: bool, granularity: str, group_size: int | None, qtype: str,
+                qparams: str = "minmax") -> str | None:
     """Why no weight quantized with this spec can fit ``qtype`` (checked before calibrating); ``None``
-    when it may (the exact per-layer check, :func:`misfit`, still runs on the result)."""
+    when it may (the exact per-layer check, :func:`misfit`, still runs on the result). ``qparams="q4_0"``
+    (:mod:`ptq.choosers.q4_0`) makes an asymmetric grid whose blocks span ``q - zero`` in ``-half..half - 1``
+    or, written with a negative ``d``, ``-(half - 1)..half``: it fits where a symmetric grid does."""
     if granularity == "group" and (group_size or 0) % BLOCK:
         return f"groups of {group_size} do not cover whole {qtype} blocks of {BLOCK} columns (use a multiple of {BLOCK})"
-    q_minus_zero = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if symmetric else (-((1 << bits) - 1), (1 << bits) - 1)
+    narrow = symmetric or qparams == "q4_0"
+    q_minus_zero = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if narrow else (-((1 << bits) - 1), (1 << bits) - 1)
     if qtype == "Q4_1" and bits > 4:
         return f"{bits}-bit codes do not fit Q4_1's 4-bit codes"
     if qtype in _OFFSET:
         lo, hi = (r - _OFFSET[qtype] for r in _RANGE[qtype])
         if q_minus_zero[0] < lo or q_minus_zero[1] > hi:
-            kind = "symmetric" if symmetric else "asymmetric"
+            kind = "symmetric" if symmetric else "q4_0" if narrow else "asymmetric"
             return f"a {bits}-bit {kind} grid spans q - zero {q_minus_zero[0]}..{q_minus_zero[1]}, {qtype} holds {lo}..{hi}"
     return None

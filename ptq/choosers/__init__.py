@@ -11,6 +11,6 @@ from ptq.choosers.registry import (
     qparams_names,
     register_qparams,
 )
-from ptq.choosers import builtin, hqq  # noqa: E402,F401  (register minmax, mse, mse-weighted; hqq)
+from ptq.choosers import builtin, hqq, q4_0  # noqa: E402,F401  (register minmax, mse, mse-weighted; hqq; q4_0)
 
 __all__ = ["QParamsChooser", "choose_qparams", "get_qparams", "legacy_qparams", "qparams_names", "register_qparams"]

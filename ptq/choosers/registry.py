@@ -1,4 +1,5 @@
-"""Choosers of quantization parameters, registered by name (``minmax``, ``mse``, ``mse-weighted``, ``hqq``).
+"""Choosers of quantization parameters, registered by name (``minmax``, ``mse``, ``mse-weighted``, ``hqq``,
+``q4_0``).
 
 A chooser takes a 2-D weight ``W [rows, cols]`` and a :class:`ptq.QuantSpec` and returns
 ``(scale, zero)`` in the spec's shapes (:mod:`ptq.spec`); optional context comes as keywords:
@@ -44,6 +45,9 @@ class QParamsChooser:
         float_zero: the zero points it returns are real numbers, not integer codes (HQQ); a
             spec for it should have ``zero_dtype`` ``"float16"`` or ``"float32"``.
         options: names of the keyword options ``fn`` accepts besides ``importance``.
+        rounding: ``rounding(W, spec) -> codes`` (uint8 ``[rows, cols]``), the format's own reference
+            rounding onto the grid ``fn`` chooses, when it is not round-to-nearest on that grid (``q4_0``:
+            llama.cpp rounds with the float32 scale and stores it in float16); RTN uses it, GPTQ does not.
     """
 
     name: str
@@ -51,6 +55,7 @@ class QParamsChooser:
     uses_importance: bool = False
     float_zero: bool = False
     options: tuple[str, ...] = ()
+    rounding: Callable[[torch.Tensor, QuantSpec], torch.Tensor] | None = None
 
     def __call__(self, W: torch.Tensor, spec: QuantSpec, importance: torch.Tensor | None = None,
                  **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,8 +70,11 @@ class QParamsChooser:
             raise PTQUserError(f"qparams {self.name!r} has no option(s) {', '.join(unknown)}; its options: {known}")
 
 
-def register_qparams(name: str, uses_importance: bool = False, float_zero: bool = False) -> Callable[[QParamsFn], QParamsFn]:
-    """Decorator registering ``fn(W, spec, importance=None, **options) -> (scale, zero)`` under ``name``."""
+def register_qparams(name: str, uses_importance: bool = False, float_zero: bool = False,
+                     rounding: Callable[[torch.Tensor, QuantSpec], torch.Tensor] | None = None,
+                     ) -> Callable[[QParamsFn], QParamsFn]:
+    """Decorator registering ``fn(W, spec, importance=None, **options) -> (scale, zero)`` under ``name``
+    (the flags are :class:`QParamsChooser`'s attributes)."""
 
     def deco(fn: QParamsFn) -> QParamsFn:
         params = inspect.signature(fn).parameters
@@ -76,7 +84,7 @@ def register_qparams(name: str, uses_importance: bool = False, float_zero: bool 
                         and params[p].kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"a qparams chooser named {name!r} is already registered")
-        _REGISTRY[name] = QParamsChooser(name, fn, uses_importance, float_zero, options)
+        _REGISTRY[name] = QParamsChooser(name, fn, uses_importance, float_zero, options, rounding)
         return fn
 
     return deco

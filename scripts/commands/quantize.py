@@ -108,10 +108,11 @@ def check_format(args: argparse.Namespace) -> None:
         check_gptq_spec(QuantSpec(bits=args.bits, symmetric=args.symmetric, granularity=args.granularity,
                                   group_size=args.group_size))
         return
-    why = spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, qtype or "Q4_0")
+    qparams = getattr(args, "qparams", None) or "minmax"
+    why = spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, qtype or "Q4_0", qparams)
     if why:
         fits = [t for t in QTYPES if t != qtype
-                and spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, t) is None]
+                and spec_misfit(args.bits, args.symmetric, args.granularity, args.group_size, t, qparams) is None]
         hint = f"--format gguf:{' or gguf:'.join(fits)} may fit" if fits else "no GGUF type fits"
         raise PTQUserError(f"--format {args.format} cannot hold this grid exactly: {why}; {hint} "
                          "(compressed-tensors, gptq and ptq hold any weight-only grid)")

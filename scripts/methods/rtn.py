@@ -21,7 +21,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--qparams", default=None, choices=qparams_names(),
                        help="how each (scale, zero) is chosen, for rtn and gptq: minmax (default), mse (GPTQ's "
                             "shrink search), mse-weighted (gptq only: errors weighted by the Hessian diagonal), "
-                            "hqq (half-quadratic optimisation of the zero point, float16 zeros)")
+                            "hqq (half-quadratic optimisation of the zero point, float16 zeros), hqq-int (HQQ's solver "
+                            "on the scale with integer zeros, 0 kept on the grid), q4_0 (llama.cpp's Q4_0 "
+                            "rule: signed absmax per group to the -8 level; --group-size 32 exports as gguf:Q4_0)")
     group.add_argument("--weight-format", default="int", choices=["int", "nf4", "fp4"],
                        help="rtn: int (the affine grid, default), or QLoRA's 4-bit code books nf4 / fp4 with one "
                             "absmax per block of --group-size (default 64)")
