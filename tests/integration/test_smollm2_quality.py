@@ -41,8 +41,10 @@ def test_rtn_w8_within_one_percent_and_w4_clearly_worse(smol_model, fp32_ppl):
 
 def test_gptq_w4_beats_rtn_w4(smol_model, fp32_ppl):
     _, tok = smol_model
-    segments = calibration_segments(tok, "web-ot", nsamples=16, seqlen=512, seed=0)
+    segments = calibration_segments(tok, "web-ot", nsamples=8, seqlen=512, seed=0)
     rtn = quantized_ppl(smol_model, [{"step": "rtn", "bits": 4}])
-    gptq = quantized_ppl(smol_model, [{"step": "gptq", "bits": 4}], segments)
+    # one forward pass per block (true-sequential GPTQ): the real model through the staged runner, and the
+    # cheapest GPTQ run there is
+    gptq = quantized_ppl(smol_model, [{"step": "gptq", "bits": 4, "act_order": True, "passes": "one"}], segments)
     print(f"fp32 {fp32_ppl:.3f}  RTN W4 {rtn:.3f}  GPTQ W4 {gptq:.3f}")
-    assert fp32_ppl < gptq < rtn
+    assert fp32_ppl < gptq < 0.9 * rtn
