@@ -136,16 +136,9 @@ def resolve_bos(tokenizer: Any, bos: bool | None = None) -> int | None:
     """The token id to feed in front of every window: ``None`` (auto) follows what the tokenizer
     adds (:func:`calibration.data.bos.bos_token_id`), ``False`` is the papers' protocol, ``True``
     forces the tokenizer's BOS token."""
-    from calibration.data.bos import bos_token_id
+    from calibration.data.bos import choose_bos
 
-    if bos is None:
-        return bos_token_id(tokenizer)
-    if not bos:
-        return None
-    token = getattr(tokenizer, "bos_token_id", None)
-    if token is None:
-        raise PTQUserError("the tokenizer has no BOS token; evaluate without BOS (bos=False / --no-bos)")
-    return int(token)
+    return choose_bos(tokenizer, bos, "the tokenizer has no BOS token; evaluate without BOS (bos=False / --no-bos)")
 
 
 def perplexity(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["bos_token_id"]
+from ptq.errors import PTQUserError
+
+__all__ = ["bos_token_id", "choose_bos"]
 
 
 def bos_token_id(tokenizer: Any) -> int | None:
@@ -26,3 +28,17 @@ def bos_token_id(tokenizer: Any) -> int | None:
     encoded = tokenizer("a", add_special_tokens=True)
     ids = encoded["input_ids"] if not isinstance(encoded, list) else encoded
     return int(bos) if len(ids) and int(ids[0]) == int(bos) else None
+
+
+def choose_bos(tokenizer: Any, bos: bool | None, missing: str) -> int | None:
+    """The BOS id to put in front of every sequence: ``None`` (auto) follows what the tokenizer adds
+    (:func:`bos_token_id`), ``False`` none (the papers' protocol), ``True`` the tokenizer's BOS token even
+    if it does not add it; ``missing`` is the user's message when ``True`` meets a tokenizer without one."""
+    if bos is None:
+        return bos_token_id(tokenizer)
+    if not bos:
+        return None
+    token = getattr(tokenizer, "bos_token_id", None)
+    if token is None:
+        raise PTQUserError(missing)
+    return int(token)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .bos import bos_token_id
+from .bos import choose_bos
 from .corpus import Source
 from .mixture import mixture_counts, parse_mixture
 from .splits import canonical_split
@@ -55,14 +55,7 @@ def calibration_bos(tokenizer: Any, bos: bool | None = None) -> int | None:
     paper's protocol). ``True``: the tokenizer's ``bos_token_id`` even if it does not add it
     (forcing it on a model not trained with it only approximates one that was).
     """
-    if bos is None:
-        return bos_token_id(tokenizer)
-    if not bos:
-        return None
-    bos_id = getattr(tokenizer, "bos_token_id", None)
-    if bos_id is None:
-        raise PTQUserError("BOS in calibration segments was asked for, but the tokenizer has no BOS token")
-    return int(bos_id)
+    return choose_bos(tokenizer, bos, "BOS in calibration segments was asked for, but the tokenizer has no BOS token")
 
 
 def _source_windows(tokenizer: Any, source: Source, split: str, nsamples: int, seqlen: int, length: int,
