@@ -69,30 +69,33 @@ def inverse_cholesky(H: torch.Tensor, damp: float, overwrite: bool = False) -> t
     damping is raised ten-fold up to :data:`MAX_DAMP`. Returns the factor and the relative
     damping used, or ``None`` if no damping worked. ``H`` is not modified unless ``overwrite``
     (then it is used as the work matrix: its values are undefined afterwards). The damping is
-    added to the diagonal in place, never through an ``n x n`` identity, so at most three
-    ``n x n`` matrices are live (``H``, then ``L``, ``L^-T L^-1`` and the factor, each freed when
-    the next exists): for a 7B model's ``down_proj`` (``n = 11008``) one matrix is 485 MB.
+    added to the diagonal in place, never through an ``n x n`` identity, and the factor is made
+    in the memory of ``L`` (``L -> L^-T L^-1 -> U`` in place, LAPACK's ``potri`` and ``potrf``),
+    so two ``n x n`` matrices are live (``H`` and the factor), or three without ``overwrite``:
+    for a 7B model's ``down_proj`` (``n = 11008``) one matrix is 485 MB.
     """
     mean_diag = float(torch.diagonal(H).mean())
     A = H if overwrite else H.clone()
     diag = torch.diagonal(A).clone()
+    info = torch.empty((), dtype=torch.int32, device=A.device)
     rel = damp
     while True:
         torch.diagonal(A).copy_(diag).add_(rel * mean_diag)
-        L, info = torch.linalg.cholesky_ex(A)
-        if int(info) == 0:
-            inverse = torch.cholesky_inverse(L)
-            del L
-            U, info = torch.linalg.cholesky_ex(inverse, upper=True)
-            del inverse
-            if int(info) == 0 and bool(torch.isfinite(U).all()):
-                return U, rel
-            del U
-        else:
-            del L
+        L, ok = torch.linalg.cholesky_ex(A)
+        if int(ok) == 0:
+            torch.cholesky_inverse(L, out=L)  # (H + d I)^-1, in place
+            torch.linalg.cholesky_ex(L, upper=True, out=(L, info))  # its upper factor, in place
+            if int(info) == 0 and _all_finite(L):
+                return L, rel
+        del L
         if rel >= MAX_DAMP:
             return None
         rel = min(max(rel, 1e-6) * 10, MAX_DAMP)
+
+
+def _all_finite(x: torch.Tensor, rows: int = 1024) -> bool:
+    """``torch.isfinite(x).all()`` a slab of rows at a time (no ``n x n`` boolean temporary)."""
+    return all(bool(torch.isfinite(x[i : i + rows]).all()) for i in range(0, x.shape[0], rows))
 
 
 def _check_inputs(

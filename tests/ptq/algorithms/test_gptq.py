@@ -8,6 +8,7 @@ import torch
 
 from ptq import qparams as qparams_module
 from ptq.algorithms import HessianAccumulator, gptq, rtn
+from ptq.algorithms.gptq import inverse_cholesky
 from ptq.qparams import minmax_qparams
 from ptq.spec import QuantSpec
 
@@ -147,6 +148,36 @@ def test_damping_is_raised_for_a_slightly_indefinite_hessian():
     H = H - 0.05 * torch.diagonal(H).mean() * torch.outer(v, v)  # one eigenvalue ~ -0.05 mean(diag)
     res = gptq(W, H, QuantSpec(bits=4))
     assert res.info["damp"] == pytest.approx(0.1) and "fallback" not in res.info
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_inverse_cholesky_is_the_textbook_factor_made_in_place(overwrite):
+    _, _, H = correlated_layer()
+    d = 0.01 * torch.diagonal(H).mean()
+    expected = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H + d * torch.eye(len(H)))), upper=True)
+    H_before = H.clone()
+    U, rel = inverse_cholesky(H, 0.01, overwrite=overwrite)
+    assert rel == 0.01 and torch.equal(U, expected)
+    assert U.data_ptr() != H.data_ptr()
+    if not overwrite:
+        assert torch.equal(H, H_before)
+
+
+def test_inverse_cholesky_holds_two_matrices(monkeypatch):
+    """``L -> L^-1^T L^-1 -> U`` reuses L's memory: one n x n result besides the work matrix."""
+    _, _, H = correlated_layer()
+    made = []
+    real = torch.linalg.cholesky_ex
+
+    def counting(A, *args, out=None, **kw):
+        r = real(A, *args, out=out, **kw)
+        if out is None:
+            made.append(r[0].data_ptr())
+        return r
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", counting)
+    U, _ = inverse_cholesky(H, 0.01, overwrite=True)
+    assert made == [U.data_ptr()]
 
 
 def test_non_positive_definite_hessian_falls_back_to_rtn():
