@@ -68,11 +68,11 @@ def inverse_cholesky(H: torch.Tensor, damp: float, overwrite: bool = False) -> t
     If ``H + d I`` (or its inverse, numerically) is not positive definite, the relative
     damping is raised ten-fold up to :data:`MAX_DAMP`. Returns the factor and the relative
     damping used, or ``None`` if no damping worked. ``H`` is not modified unless ``overwrite``
-    (then it is used as the work matrix: its values are undefined afterwards). The damping is
-    added to the diagonal in place, never through an ``n x n`` identity, and the factor is made
-    in the memory of ``L`` (``L -> L^-T L^-1 -> U`` in place, LAPACK's ``potri`` and ``potrf``),
-    so two ``n x n`` matrices are live (``H`` and the factor), or three without ``overwrite``:
-    for a 7B model's ``down_proj`` (``n = 11008``) one matrix is 485 MB.
+    (then it is used as the work matrix and the factor is returned in its memory). The damping
+    is added to the diagonal in place, never through an ``n x n`` identity, and ``L`` becomes the
+    factor in place (``L -> L^-T L^-1 -> U``, LAPACK's ``potri`` and ``potrf``), so two ``n x n``
+    matrices are live at the peak (``H`` and ``L``; three without ``overwrite``) and one, the
+    factor, afterwards: for a 7B model's ``down_proj`` (``n = 11008``) one matrix is 485 MB.
     """
     mean_diag = float(torch.diagonal(H).mean())
     A = H if overwrite else H.clone()
@@ -86,7 +86,7 @@ def inverse_cholesky(H: torch.Tensor, damp: float, overwrite: bool = False) -> t
             torch.cholesky_inverse(L, out=L)  # (H + d I)^-1, in place
             torch.linalg.cholesky_ex(L, upper=True, out=(L, info))  # its upper factor, in place
             if int(info) == 0 and _all_finite(L):
-                return L, rel
+                return A.copy_(L), rel  # the factor in the work matrix's memory; L is freed
         del L
         if rel >= MAX_DAMP:
             return None
@@ -174,7 +174,7 @@ def gptq(
     chooser = get_qparams(qparams)
     chooser.check_options(dict(qparams_args or {}))
     W = W.detach().to(dtype, copy=True)
-    H = H.detach().to(device=W.device, dtype=dtype, copy=not overwrite_H)
+    H = H.detach().to(device=W.device, dtype=dtype, copy=not overwrite_H).contiguous()
     qparams_fn = _with_importance(chooser, torch.diagonal(H).clone(), dict(qparams_args or {}))
     out, n = W.shape
     g = spec.group_size if grouped else n
@@ -192,11 +192,13 @@ def gptq(
     g_idx = (torch.arange(n, device=W.device) // g).to(torch.int32) if grouped else None
 
     perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else None
-    Hp = H[perm][:, perm] if perm is not None else H
+    if perm is not None:  # H <- H[perm][:, perm] in H's memory (one n x n temporary)
+        rows = H[perm]
+        torch.index_select(rows, 1, perm, out=H)
+        del rows
     t0 = time.perf_counter()
-    del H  # (Hp is H, or its permuted copy)
-    factor = inverse_cholesky(Hp, damp, overwrite=True)  # Hp is this call's own (a copy, or H given away)
-    del Hp  # destroyed by the factorisation; the column loop needs only the factor
+    factor = inverse_cholesky(H, damp, overwrite=True)  # H is this call's own (a copy, or given away)
+    del H  # the factor is in its memory now
     info["seconds_inverse"] = time.perf_counter() - t0
     if factor is None:
         warnings.warn(
@@ -213,10 +215,12 @@ def gptq(
     Hinv, info["damp"] = factor
 
     Wt = W.t()[perm].contiguous() if perm is not None else W.t().contiguous()  # [n, out]: column i is row i
+    device = W.device
+    del W  # the loop reads Wt only
     col_scale = col_zero = None
     if static_groups:  # each (permuted) column's fixed group qparams, [n, out]
         assert scale is not None and zero is not None
-        col_group = (perm if perm is not None else torch.arange(n, device=W.device)) // g
+        col_group = (perm if perm is not None else torch.arange(n, device=device)) // g
         col_scale, col_zero = scale.t()[col_group].to(dtype), zero.t()[col_group].to(dtype)
     t0 = time.perf_counter()
     row_spec = dataclasses.replace(spec, granularity="channel", group_size=None)
