@@ -133,19 +133,20 @@ def step_working_set(shape: ModelShape, steps: list[dict[str, Any]], inputs: int
 
 def gptq_solve_bytes(shape: ModelShape, hbytes: int = 4) -> int:
     """GPTQ's largest solve (:func:`ptq.algorithms.gptq.gptq`): the first layer's, while every Hessian of the
-    block is alive (shared inputs counted once per layer: an upper bound), on a copy of its Hessian; or the
-    widest layer's, whose Hessian (its last reader) is the solve's own work matrix. A solve holds the work
-    matrix and ``L`` while it factorises (with the weight's float32 copy), then only the factor, in the work
-    matrix's memory, with the weight's transpose and the codes."""
+    block is alive (shared inputs counted once per layer: an upper bound), plus its copy, its inverse and
+    the factor; or the widest layer's (the last reader of its Hessian, which the solve overwrites): the
+    Hessian, the inverse and the factor. Each with the weight's copy, its transpose and the codes in float32.
+    That is one ``in x in`` matrix more than the solver now holds at once (it factorises in place); the spare
+    one stays because a streamed run's resident set grows by about as much over its first blocks (allocator
+    growth modelled nowhere else; 2,821 / 2,980 / 3,081 MiB at 1 / 4 / 16 blocks of a 7B-shaped model,
+    docs/results.md), which the plan otherwise under-predicted by 10-18 %."""
     layers = list(shape.linears.values())
     hessians = sum(i * i for _, i in layers) * hbytes
-
-    def solve(out_f: int, in_f: int) -> int:
-        matrix, weight = in_f * in_f * hbytes, out_f * in_f * 4
-        return max(2 * matrix + weight, matrix + 2 * weight)
-
-    widest = max(layers, key=lambda oi: oi[1])
-    return max(hessians + solve(*layers[0]), solve(*widest))
+    first_out, first_in = layers[0]
+    wide_out, wide_in = max(layers, key=lambda oi: oi[1])
+    first = hessians + 3 * first_in * first_in * hbytes + 3 * first_out * first_in * 4
+    widest = 3 * wide_in * wide_in * hbytes + 3 * wide_out * wide_in * 4
+    return max(first, widest)
 
 
 def observe_bytes(shape: ModelShape, steps: list[dict[str, Any]]) -> int:

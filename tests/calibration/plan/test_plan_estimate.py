@@ -34,9 +34,8 @@ def test_7b_gptq_plan_parts(llama7b):
     e = estimate(llama7b, run, base=400 * 2**20, rate=1e11)
     assert e.parts["inputs"] == 128 * 2048 * 4096 * 2 + 128 * 2048 * 2 * 128 * 2  # hidden states + rotary cos/sin
     hessians = (6 * 4096**2 + 11008**2) * 4
-    # every Hessian alive, q_proj's copy and the factor, or the factor with the weight's transpose and codes
-    first_solve = hessians + max(2 * 4096**2 * 4 + 4096**2 * 4, 4096**2 * 4 + 2 * 4096**2 * 4)
-    down_solve = 2 * 11008**2 * 4 + 4096 * 11008 * 4  # down_proj's own Hessian as the work matrix, L, the weight
+    first_solve = hessians + 3 * 4096**2 * 4 + 3 * 4096**2 * 4  # every Hessian alive, q_proj's copy, inverse, factor
+    down_solve = 3 * 11008**2 * 4 + 3 * 4096 * 11008 * 4  # down_proj's own Hessian overwritten
     assert e.parts["step"] == max(first_solve, down_solve) == down_solve
     assert e.parts["weights"] == (llama7b.params - llama7b.embed_params) * 2
     assert e.host_peak == max(e.phases.values()) and 17 * GiB < e.phases["calibrate"] < 20 * GiB
