@@ -138,8 +138,7 @@ def gptq_solve_bytes(shape: ModelShape, hbytes: int = 4) -> int:
     Hessian, the inverse and the factor. Each with the weight's copy, its transpose and the codes in float32.
     That is one ``in x in`` matrix more than the solver now holds at once (it factorises in place); the spare
     one stays because a streamed run's resident set grows by about as much over its first blocks (allocator
-    growth modelled nowhere else; 2,821 / 2,980 / 3,081 MiB at 1 / 4 / 16 blocks of a 7B-shaped model,
-    docs/results.md), which the plan otherwise under-predicted by 10-18 %."""
+    growth, modelled nowhere else; measured in docs/results.md, "A model larger than memory")."""
     layers = list(shape.linears.values())
     hessians = sum(i * i for _, i in layers) * hbytes
     first_out, first_in = layers[0]
