@@ -117,6 +117,8 @@ def main() -> None:
     ap.add_argument("--true-sequential", action="store_true")
     ap.add_argument("--passes", default="two", choices=["one", "two"], help="GPTQ passes per block (default two)")
     ap.add_argument("--hessian-dtype", default="float32")
+    ap.add_argument("--hessian-products", default="exact", choices=["exact", "bfloat16"],
+                    help="dtype of the Hessian's X^T X matmuls (default exact)")
     ap.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
                     help="calibration forward passes under torch.autocast (default: float32)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -137,7 +139,8 @@ def main() -> None:
     rss_loaded = peak_rss_mb()
     step = GPTQStep(bits=args.bits, granularity="group" if args.group_size else "channel",
                     group_size=args.group_size or None, act_order=args.act_order, static_groups=args.static_groups,
-                    true_sequential=args.true_sequential, hessian_dtype=args.hessian_dtype, passes=args.passes)
+                    true_sequential=args.true_sequential, hessian_dtype=args.hessian_dtype, passes=args.passes,
+                    hessian_products=args.hessian_products)
     result = quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=False,
                             autocast=args.autocast)
     s = result.steps[0]["seconds"]

@@ -1,10 +1,12 @@
-"""GPTQ's time as a multiple of one float32 forward pass, two-pass against one-pass, float32 against bf16 autocast.
+"""GPTQ's and SmoothQuant's time as a multiple of one float32 forward pass: two-pass against one-pass, float32 against bf16.
 
 T = one float32 forward pass of all decoder blocks over the calibration tokens (the runner's
 re-run of an unchanged model). Each variant runs in its own process, one after the other in this
 run (so each peak RSS is its own): T, T under bf16 autocast, GPTQ (W4 per-channel act-order by
-default) with ``passes="two"`` and ``passes="one"``, each in float32 and under bf16 autocast, and T
-again at the end (how much the machine's speed drifted during the run).
+default) with ``passes="two"`` and ``passes="one"``, each in float32 and under bf16 autocast (there
+also with the Hessian's products in bf16, ``hessian_products="bfloat16"``), SmoothQuant (alpha 0.5)
+then W8A8 per-token with its statistics sequential (two passes per block) and from the float model
+(one pass), and T again at the end (how much the machine's speed drifted during the run).
 
     python -m scripts.bench_passes                     # SmolLM2-135M, 128 x 512 tokens of web-ot
     python -m scripts.bench_passes --num-layers 10     # first 10 blocks only (same ratios, a third of the time)
@@ -19,13 +21,17 @@ import subprocess
 import sys
 import time
 
-VARIANTS = {  # name: (what, passes, autocast)
-    "T float32": ("pass", None, None),
-    "T bf16 autocast": ("pass", None, "bfloat16"),
-    "GPTQ two-pass float32": ("gptq", "two", None),
-    "GPTQ one-pass float32": ("gptq", "one", None),
-    "GPTQ two-pass bf16": ("gptq", "two", "bfloat16"),
-    "GPTQ one-pass bf16": ("gptq", "one", "bfloat16"),
+VARIANTS = {  # name: (what, passes, autocast, Hessian products)
+    "T float32": ("pass", None, None, None),
+    "T bf16 autocast": ("pass", None, "bfloat16", None),
+    "GPTQ two-pass float32": ("gptq", "two", None, "exact"),
+    "GPTQ one-pass float32": ("gptq", "one", None, "exact"),
+    "GPTQ two-pass bf16": ("gptq", "two", "bfloat16", "exact"),
+    "GPTQ one-pass bf16": ("gptq", "one", "bfloat16", "exact"),
+    "GPTQ two-pass bf16 + bf16 Hessian": ("gptq", "two", "bfloat16", "bfloat16"),
+    "GPTQ one-pass bf16 + bf16 Hessian": ("gptq", "one", "bfloat16", "bfloat16"),
+    "SmoothQuant W8A8 sequential float32": ("smoothquant", "sequential", None, None),
+    "SmoothQuant W8A8 float-model float32": ("smoothquant", "float-model", None, None),
 }
 
 
@@ -34,14 +40,14 @@ def run_variant(args: argparse.Namespace) -> dict:
     import torch
 
     from calibration.models import find_decoder_blocks
-    from calibration.recipes import GPTQStep, Recipe
+    from calibration.recipes import GPTQStep, Recipe, SmoothQuantStep, W8A8Step
     from calibration.runner import catch_block_inputs, peak_rss_mb, quantize_model
     from calibration.runner.block_inputs import advance_block, autocast_dtype
     from ptq.kernels.allocator import keep_freed_memory
     from scripts.bench_gptq import load
 
     keep_freed_memory()
-    what, passes, autocast = VARIANTS[args.variant]
+    what, passes, autocast, products = VARIANTS[args.variant]
     model, segments, _ = load(args)
     if what == "pass":
         blocks = find_decoder_blocks(model)[1]
@@ -51,9 +57,14 @@ def run_variant(args: argparse.Namespace) -> dict:
             for block in blocks:
                 inputs = advance_block(block, inputs, autocast_dtype(autocast))
             seconds = time.perf_counter() - t0
+    elif what == "smoothquant":  # alpha 0.5, per-token int8 activations
+        recipe = Recipe([SmoothQuantStep(alpha=0.5, statistics=passes), W8A8Step(act="per-token")])
+        res = quantize_model(model, recipe, segments, batch_size=args.batch_size, progress=False, autocast=autocast)
+        seconds = res.timings["quantize"]
     else:
         step = GPTQStep(bits=args.bits, granularity="group" if args.group_size else "channel",
-                        group_size=args.group_size or None, act_order=True, passes=passes)
+                        group_size=args.group_size or None, act_order=True, passes=passes,
+                        hessian_products=products)
         res = quantize_model(model, Recipe([step]), segments, batch_size=args.batch_size, progress=False,
                              autocast=autocast)
         seconds = res.timings["quantize"]

@@ -37,7 +37,7 @@ from calibration.runner.context import BlockContext, LayerRecord, check_finite_i
 from calibration.runner.spread import reduce_statistics
 from calibration.runner.staged import run_in_stages
 from ptq.algorithms.gptq import BLOCKSIZE, DAMP, gptq
-from ptq.algorithms.hessian import HessianAccumulator, shrink_to_diagonal
+from ptq.algorithms.hessian import PRODUCTS, HessianAccumulator, shrink_to_diagonal
 from ptq.algorithms.result import QuantizedWeight
 from ptq.algorithms.rtn import rtn
 from ptq.choosers import get_qparams, legacy_qparams
@@ -65,9 +65,10 @@ class InputRouter:
     """
 
     def __init__(self, dtype: torch.dtype = torch.float32, accumulate: bool = True,
-                 token_clip: float | None = None) -> None:
+                 token_clip: float | None = None, products: str = "exact") -> None:
         self.dtype = dtype
         self.token_clip = token_clip
+        self.products = products
         self.accumulate = accumulate
         self.order: list[str] = []
         self.leader: dict[str, str] = {}
@@ -95,7 +96,7 @@ class InputRouter:
             t0 = time.perf_counter()
             if name not in self.hessians:
                 self.hessians[name] = HessianAccumulator(x.shape[-1], self.dtype, device=x.device,
-                                                          token_clip=self.token_clip)
+                                                          token_clip=self.token_clip, products=self.products)
             self.hessians[name].update(x)
             self.seconds += time.perf_counter() - t0
         self._last = (name, x)
@@ -137,6 +138,8 @@ class GPTQStep(WeightStep):
             :meth:`to_dict` spells those choosers as before (same results-store keys).
         true_sequential: quantize the block's layers group by group (see module docstring).
         hessian_dtype: ``"float32"`` (default, as the reference) or ``"float64"``.
+        hessian_products: ``"exact"`` (default) or ``"bfloat16"``: the dtype of the Hessian's ``X^T X``
+            matmuls (:class:`ptq.algorithms.hessian.HessianAccumulator`); the sums stay float32.
         token_clip: scale a token whose layer input is more than ``token_clip`` times its
             sequence's median token norm down to that norm before it enters ``H``
             (:func:`ptq.algorithms.hessian.clip_token_norms`; ``None``, the default, as the paper).
@@ -167,6 +170,11 @@ class GPTQStep(WeightStep):
                                      "the calibration text count only by 1 - LAMBDA, so GPTQ over-fits that text "
                                      "less (0: GPTQ, default; 1: round-to-nearest)",
                                 type=float, metavar="LAMBDA", omit_default=True)
+    hessian_products: str = option("exact", "the Hessian's X^T X matmuls: 'exact' (default, in --hessian-dtype) or "
+                                            "'bfloat16' (native bf16 dot products, each 512 tokens' sum rounded to "
+                                            "bf16 once before it joins the float32 Hessian; with --autocast bfloat16 "
+                                            "on a CPU with AVX-512 BF16 / AMX)", choices=tuple(PRODUCTS),
+                                   omit_default=True)
     passes: str = option("two", "forward passes per block: 'two' (Hessian pass(es), then the quantized block's re-run) "
                                 "or 'one' (true-sequential groups in a single pass that ends with the quantized "
                                 "block's outputs; same result as --true-sequential)", choices=PASSES,
@@ -199,6 +207,10 @@ class GPTQStep(WeightStep):
                              f"got {self.diag_shrink!r}")
         if self.static_groups and self.granularity != "group":
             raise PTQUserError("static_groups needs granularity 'group' with a group_size")
+        if self.hessian_products not in PRODUCTS:
+            raise PTQUserError(f"hessian_products must be one of {', '.join(PRODUCTS)}, got {self.hessian_products!r}")
+        if self.hessian_products != "exact" and self.hessian_dtype != "float32":
+            raise PTQUserError("hessian_products bfloat16 rounds the sums it adds; it needs hessian_dtype float32")
         if self.passes not in PASSES:
             raise PTQUserError(f"passes must be 'one' or 'two', got {self.passes!r}")
         self._stats = _new_stats()
@@ -226,7 +238,8 @@ class GPTQStep(WeightStep):
             return self._one_pass(ctx, layers)
         groups = self._sequential_groups(ctx, layers) if self.true_sequential else [list(layers)]
         for names in groups:
-            router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype], token_clip=self.token_clip)
+            router = InputRouter(HESSIAN_DTYPES[self.hessian_dtype], token_clip=self.token_clip,
+                                 products=self.hessian_products)
             t0 = time.perf_counter()
             ctx.observe_inputs(names, router.stat, reduce=False)
             router.release()
@@ -284,7 +297,8 @@ class GPTQStep(WeightStep):
             check_finite_input(x, ctx.qualified(groups[k][0]))
             t = time.perf_counter()
             if accs[k] is None:
-                accs[k] = HessianAccumulator(x.shape[-1], dtype, device=x.device, token_clip=self.token_clip)
+                accs[k] = HessianAccumulator(x.shape[-1], dtype, device=x.device, token_clip=self.token_clip,
+                                             products=self.hessian_products)
             accs[k].update(x)
             secs["hessian"] += time.perf_counter() - t
 

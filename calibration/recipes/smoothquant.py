@@ -30,6 +30,14 @@ attention inputs do not. The search runs on the first
 ``search_samples`` calibration segments (16 by default: 11 candidates x 16 segments cost
 less than two passes over 128), the statistics (``max|X_j|``) on all of them. Chosen alphas
 go into each smoothed layer's record and the step's summary (``ptq.json``).
+
+Where the statistics come from: ``statistics="sequential"`` (default) observes each block on the
+outputs of the blocks before it as already quantized (the runner re-runs each quantized block: two
+passes per block). ``statistics="float-model"`` observes each block on the float model's
+activations, as the paper's reference code does (its ``act_scales`` come from one pass of the FP16
+model before anything is smoothed): the statistics pass runs the whole float block and its outputs
+become the next block's inputs (:attr:`BlockContext.next_hidden`), so each block costs one forward
+pass; later steps of the recipe (``w8a8``, ``gptq``) then also see float-model inputs.
 """
 from __future__ import annotations
 
@@ -52,6 +60,7 @@ from ptq.algorithms.absmax import absmax_scale, quantize_symmetric
 from ptq.modules.w8a8_linear import ACT_MODES, quantize_per_token
 from ptq.errors import PTQUserError
 
+STATISTICS = ("sequential", "float-model")
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 ACT_STATS = {"max": "absmax-per-channel", "rms": "rms-per-channel"}  # statistic -> observer
 
@@ -153,6 +162,7 @@ class SmoothQuantStep(Step):
             smoothing group, searched group by group from the block's alpha).
         act_stat: the activation statistic of Eq. 4: ``"max"`` (``max|X_j|``, the paper) or
             ``"rms"`` (the channel's RMS, for per-token activations).
+        statistics: ``"sequential"`` (default) or ``"float-model"`` (see the module docstring).
     """
 
     alpha: float | str = option(0.5, "SmoothQuant migration strength 0..1, or 'auto' (per-block grid search; "
@@ -170,9 +180,16 @@ class SmoothQuantStep(Step):
     act_stat: str = option("max", "activation side of SmoothQuant's scales: max|X_j| (default, the paper), or the "
                                   "channel's RMS over the calibration tokens (for per-token activations: rare "
                                   "massive tokens do not decide the migration)", choices=ACT_STATS, omit_default=True)
+    statistics: str = option("sequential", "where max|X_j| is observed: 'sequential' (default; each block on the "
+                                           "outputs of the blocks before it as quantized, two passes per block) or "
+                                           "'float-model' (on the float model's activations, as the paper's "
+                                           "reference code: one pass per block)", choices=STATISTICS,
+                             omit_default=True)
     resume_attrs: ClassVar[tuple[str, ...]] = ("_summary",)  # what finalize reports, kept across a resume
 
     def __post_init__(self) -> None:
+        if self.statistics not in STATISTICS:
+            raise PTQUserError(f"statistics must be one of {', '.join(STATISTICS)}, got {self.statistics!r}")
         if self.alpha != "auto":
             check_alpha(self.alpha)  # type: ignore[arg-type]
         if self.act not in ACT_MODES:
@@ -262,11 +279,14 @@ class SmoothQuantStep(Step):
             warnings.warn(f"SmoothQuant: block {ctx.prefix} has no linear layer fed by a norm (or a foldable "
                           f"linear); left unsmoothed: {'; '.join(f'{n}: {r}' for n, r in plan.unsmoothed.items())}",
                           RuntimeWarning, stacklevel=2)
+            if self.statistics == "float-model":
+                ctx.next_hidden = ctx.run()  # the float block's outputs still feed the next block
             return
         layers = ctx.linear_layers()
         names = list(layers) if self.alpha == "auto" and self.act == "static" else [
             n for g in plan.groups for n in g.linears]
-        stats = ctx.observe_inputs(names, lambda n, l: make_observer(ACT_STATS[self.act_stat], axis=-1))
+        stats = ctx.observe_inputs(names, lambda n, l: make_observer(ACT_STATS[self.act_stat], axis=-1),
+                                   keep_outputs=self.statistics == "float-model")
         for g in plan.groups:  # layers of a group share one input: one statistic
             stats.update({n: stats[g.linears[0]] for n in g.linears})
         absmax = {n: o.absmax for n, o in stats.items()}

@@ -75,6 +75,9 @@ class BlockContext:
         advanced: set by a step that has already replaced ``inputs``' hidden states in place by the
             block's final outputs (a one-pass step, :mod:`calibration.runner.staged`), so the runner
             does not re-run the block; the runner clears it before each step.
+        next_hidden: the next block's hidden states, kept by a step whose statistics come from the
+            float model (``observe_inputs(..., keep_outputs=True)``): the runner makes them the next
+            block's inputs instead of re-running the block, whatever later steps change.
     """
 
     block: nn.Module
@@ -84,6 +87,7 @@ class BlockContext:
     records: dict[str, LayerRecord]
     autocast: torch.dtype | None = None
     advanced: bool = False
+    next_hidden: list[torch.Tensor] | None = None
     _float_outputs: list[torch.Tensor] | None = None
 
     def on_batches(self, stop: int, records: dict[str, LayerRecord] | None = None,
@@ -152,7 +156,8 @@ class BlockContext:
 
     @torch.inference_mode()
     def observe_inputs(
-        self, layer_names: list[str], make_stat: Callable[[str, nn.Module], Statistic], reduce: bool = True
+        self, layer_names: list[str], make_stat: Callable[[str, nn.Module], Statistic], reduce: bool = True,
+        keep_outputs: bool = False,
     ) -> dict[str, Statistic]:
         """Run the block over the calibration data and feed each named layer's input to a statistic.
 
@@ -164,6 +169,9 @@ class BlockContext:
         In a data-parallel run each statistic is then reduced over the ranks
         (:func:`calibration.runner.spread.reduce_statistics`) unless ``reduce`` is false (the caller
         reduces what the statistics fed, as GPTQ's Hessians).
+
+        ``keep_outputs``: every pass runs to the block's end and its outputs (of the block as it is
+        now) become :attr:`next_hidden`, so that this one pass also gives the next block's inputs.
         """
         layers = self.linear_layers()
         unknown = [n for n in layer_names if n not in layers]
@@ -190,10 +198,13 @@ class BlockContext:
 
         handles = [layers[n].register_forward_pre_hook(lambda m, a, n=n: hook(m, a, n)) for n in layer_names]
         try:
-            feed_block(self.block, self.inputs.batches(0, 1), self.autocast)
-            if order and all(c == 1 for c in calls.values()):  # each observed layer runs once per pass
-                stop_after.append(order[-1])
-            feed_block(self.block, self.inputs.batches(1), self.autocast)
+            if keep_outputs:
+                self.next_hidden = run_block(self.block, self.inputs, self.autocast)
+            else:
+                feed_block(self.block, self.inputs.batches(0, 1), self.autocast)
+                if order and all(c == 1 for c in calls.values()):  # each observed layer runs once per pass
+                    stop_after.append(order[-1])
+                feed_block(self.block, self.inputs.batches(1), self.autocast)
         finally:
             for h in handles:
                 h.remove()

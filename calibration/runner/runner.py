@@ -5,7 +5,8 @@
 2. For each block in order: each recipe step processes it (observes its layers' inputs
    through hooks, computes quantization parameters, replaces weights); then the quantized
    block is re-run so that its outputs are the next block's inputs, as in the GPTQ
-   reference's sequential loop.
+   reference's sequential loop (unless a step already has them: a one-pass step's quantized
+   outputs, or the float outputs a step computing statistics on the float model kept).
 3. Each step finalizes.
 
 Only one block's working set is live at a time: the previous block's inputs are dropped as
@@ -160,8 +161,11 @@ def quantize_model(
         for step in recipe.steps:
             ctx.advanced = False  # only the last step's in-place outputs stand for the re-run
             step.process_block(ctx)
-        if recipe.needs_calibration_data and index + 1 < len(blocks) and not ctx.advanced:
-            inputs = advance_block(block, inputs, amp)
+        if recipe.needs_calibration_data and index + 1 < len(blocks):
+            if ctx.next_hidden is not None:  # a step kept the float block's outputs: no re-run
+                inputs = inputs.with_hidden(ctx.next_hidden)
+            elif not ctx.advanced:
+                inputs = advance_block(block, inputs, amp)
         del ctx
         block.to(home)
         if work is not None:

@@ -19,6 +19,13 @@ Only the upper triangle is accumulated, in horizontal strips ``H[i:i+b, i:] += X
 (one matmul each, ~56% of the full product's flops with 8 strips); the lower triangle is
 mirrored when ``H`` is read. (BLAS ``syrk`` through scipy halves the flops too, but its
 OpenBLAS threads spin after each call and slow down torch's own threads on a small CPU.)
+
+``products="bfloat16"`` computes each strip's ``X_i^T X`` as a bfloat16 matmul (the CPU's native
+bf16 dot products: AVX-512 BF16 / AMX), for inputs that are bfloat16 already (calibration passes
+under bf16 autocast): every product ``x_ti x_tj`` is exact and the GEMM sums in float32, but its
+result is rounded to bfloat16 (relative error at most ``2^-9``) once per chunk of ``PRODUCT_ROWS``
+tokens before it joins the float32 running sum, so over ``c`` chunks an entry of ``H`` carries a
+random relative error of about ``2^-9 / sqrt(3 c)``.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ import torch
 
 MAX_STRIPS = 8  # strips of the upper triangle per update
 MIN_STRIP = 64  # columns per strip at least
+PRODUCT_ROWS = 512  # tokens per bfloat16 product (one rounding of its sum to bfloat16 each)
+PRODUCTS = {"exact": None, "bfloat16": torch.bfloat16}  # the dtype of the X^T X matmuls (None: H's own)
 
 
 def _raise_non_finite(X: torch.Tensor) -> None:
@@ -85,6 +94,9 @@ class HessianAccumulator:
         token_clip: if set (> 1), a token whose input norm exceeds ``token_clip`` times the median
             token norm of its sequence is scaled down to that norm before it enters ``H``
             (see :func:`clip_token_norms`). ``None`` (default): every token as it is.
+        products: ``"exact"`` (default): ``X^T X`` in ``dtype``; ``"bfloat16"``: as a bfloat16 matmul
+            whose result is rounded once per ``PRODUCT_ROWS`` tokens (see the module docstring), for
+            bf16 inputs on a CPU with native bf16 matmul. ``H`` is kept in ``dtype`` either way.
     """
 
     def __init__(
@@ -94,6 +106,7 @@ class HessianAccumulator:
         device: str | torch.device | None = None,
         triangular: bool = True,
         token_clip: float | None = None,
+        products: str = "exact",
     ) -> None:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"Hessian dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -101,8 +114,11 @@ class HessianAccumulator:
             raise ValueError(f"in_features must be positive, got {in_features}")
         if token_clip is not None and not token_clip > 1:
             raise ValueError(f"token_clip must be a number above 1 (a multiple of the median token norm), got {token_clip!r}")
+        if products not in PRODUCTS:
+            raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
         self.in_features = in_features
         self.dtype = dtype
+        self.products = products
         self.token_clip = token_clip
         with torch.inference_mode(False):  # a normal tensor even when built inside inference mode
             self._H = torch.zeros(in_features, in_features, dtype=dtype, device=device)
@@ -117,14 +133,17 @@ class HessianAccumulator:
         X = x.detach()
         if X.numel() == 0:
             return
-        X = X.to(device=self._H.device, dtype=self.dtype)
+        low = PRODUCTS[self.products]
+        X = X.to(device=self._H.device, dtype=self.dtype if low is None or self.token_clip is not None else low)
         if self.token_clip is not None:
             X = clip_token_norms(X if X.dim() > 1 else X[None], self.token_clip)
         X = X.reshape(-1, self.in_features)
         m = X.shape[0]
         n = self.nsamples
         beta, alpha = n / (n + m), 2.0 / (n + m)
-        if self._triangular:
+        if low is not None:
+            self._add_low_precision(X.to(low), beta, alpha)
+        elif self._triangular:
             k = self.in_features
             width = max(MIN_STRIP, -(-k // MAX_STRIPS))
             for i in range(0, k, width):  # H[i:i+w, i:] <- beta H[i:i+w, i:] + alpha X_i^T X[:, i:]
@@ -136,6 +155,19 @@ class HessianAccumulator:
         if not bool(torch.isfinite(torch.diagonal(self._H)).all()):
             _raise_non_finite(X)
         self.nsamples = n + m
+
+    def _add_low_precision(self, X: torch.Tensor, beta: float, alpha: float) -> None:
+        """``H <- beta H + alpha X^T X`` with the products in ``X``'s (low) dtype, a chunk of
+        ``PRODUCT_ROWS`` rows at a time, each chunk's strips rounded once and added in ``H``'s dtype."""
+        H = self._H
+        H.mul_(beta)
+        k = self.in_features
+        width = max(MIN_STRIP, -(-k // MAX_STRIPS)) if self._triangular else k
+        for r in range(0, X.shape[0], PRODUCT_ROWS):
+            C = X[r : r + PRODUCT_ROWS]
+            for i in range(0, k, width):
+                H[i : i + width, i:].add_(torch.mm(C[:, i : i + width].t(), C[:, i:]), alpha=alpha)
+        self._lower_stale = self._triangular
 
     def _symmetrize(self) -> None:
         """Fill the lower triangle from the upper one, in place, strip by strip (no ``in x in``
@@ -172,4 +204,5 @@ class HessianAccumulator:
         return self
 
     def __repr__(self) -> str:
-        return f"HessianAccumulator(in_features={self.in_features}, nsamples={self.nsamples}, dtype={self.dtype})"
+        products = "" if self.products == "exact" else f", products={self.products!r}"
+        return f"HessianAccumulator(in_features={self.in_features}, nsamples={self.nsamples}, dtype={self.dtype}{products})"

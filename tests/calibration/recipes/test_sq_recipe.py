@@ -244,3 +244,60 @@ def test_search_metric_needs_auto_alpha_in_the_step_too() -> None:
     """The step, not only the CLI, refuses a search option with a fixed alpha (one validation for both)."""
     with pytest.raises(ValueError, match="search_metric token-relative needs alpha auto"):
         SmoothQuantStep(alpha=0.5, search_metric="token-relative")
+
+
+def _float_model_absmax(model, segs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``max|X_j|`` at every block's input norm output, from one pass of the float model (the reference's act_scales)."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for i, layer in enumerate(model.model.layers):
+        for name in ("input_layernorm", "post_attention_layernorm"):
+            def hook(m, a, out, key=f"{i}.{name}"):
+                amax = out.detach().abs().reshape(-1, out.shape[-1]).amax(dim=0)
+                seen[key] = amax if key not in seen else torch.maximum(seen[key], amax)
+            handles.append(getattr(layer, name).register_forward_hook(hook))
+    with torch.no_grad():
+        for row in segs.split(2):
+            model(row)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def test_float_model_statistics_are_the_float_models_and_cost_one_pass_per_block(tiny_model, tiny_segments) -> None:
+    """statistics="float-model": every block smoothed with max|X_j| of the float model's activations (alpha 1:
+    the norm's weight divided by them exactly), each block run once (no re-run), and a later W8A8 step changes
+    nothing of that; the default observes the already quantized blocks' outputs instead."""
+    segs = tiny_segments(4, 16)
+    model = tiny_model("llama", 3)
+    absmax = _float_model_absmax(model, segs)
+    norms = {f"{i}.{n}": getattr(layer, n) for i, layer in enumerate(model.model.layers)
+             for n in ("input_layernorm", "post_attention_layernorm")}
+    before = {k: m.weight.detach().clone() for k, m in norms.items()}
+    calls = [0] * 3
+    for i, layer in enumerate(model.model.layers):
+        layer.register_forward_pre_hook(lambda m, a, i=i: calls.__setitem__(i, calls[i] + 1))
+    recipe = Recipe([SmoothQuantStep(alpha=1.0, prev_linear=False, statistics="float-model"), W8A8Step()])
+    res = quantize_model(model, recipe, segs, batch_size=2, progress=False)
+    for key, m in norms.items():
+        torch.testing.assert_close(m.weight.detach(), before[key] / absmax[key].clamp_min(1e-5), rtol=1e-4, atol=1e-6)
+    catch, smoothing_probe = 2, 1  # catching block 0's inputs; the smoothing-group finder's one mini-batch
+    assert calls == [catch + smoothing_probe + 2, 2, 2]  # one pass of the 2 mini-batches per block
+    assert res.steps[0]["statistics"] == "float-model"
+
+    sequential = tiny_model("llama", 3)
+    calls[:] = [0] * 3
+    for i, layer in enumerate(sequential.model.layers):
+        layer.register_forward_pre_hook(lambda m, a, i=i: calls.__setitem__(i, calls[i] + 1))
+    quantize_model(sequential, Recipe([SmoothQuantStep(alpha=1.0, prev_linear=False), W8A8Step()]), segs,
+                   batch_size=2, progress=False)
+    assert calls[1:] == [4, 2]  # the statistics pass and the re-run of the quantized block (none after the last)
+    last = sequential.model.layers[2].input_layernorm.weight.detach()
+    assert not torch.allclose(last, before["2.input_layernorm"] / absmax["2.input_layernorm"], rtol=1e-4, atol=1e-6)
+
+
+def test_float_model_statistics_option() -> None:
+    assert "statistics" not in SmoothQuantStep().to_dict()
+    assert SmoothQuantStep(statistics="float-model").to_dict()["statistics"] == "float-model"
+    with pytest.raises(ValueError, match="statistics must be one of sequential, float-model"):
+        SmoothQuantStep(statistics="float")
