@@ -122,8 +122,9 @@ def step_working_set(shape: ModelShape, steps: list[dict[str, Any]], inputs: int
         if name == "gptq":
             hbytes = 8 if s.get("hessian_dtype") == "float64" else 4
             out[name] = gptq_solve_bytes(shape, hbytes)
-        elif name == "smoothquant":
-            out[name] = inputs if s.get("alpha") == "auto" else widest * 8 * len(shape.linears)
+        elif name == "smoothquant":  # auto: the float outputs for the search; float-model: the next block's inputs
+            out[name] = ((inputs if s.get("alpha") == "auto" else widest * 8 * len(shape.linears))
+                         + (inputs if s.get("statistics") == "float-model" else 0))
         elif name in ("rtn", "awq"):
             out[name] = 2 * biggest[0] * biggest[1] * 4
         else:
@@ -155,9 +156,12 @@ def observe_bytes(shape: ModelShape, steps: list[dict[str, Any]]) -> int:
 
 
 def passes_per_block(steps: list[dict[str, Any]], nsamples: int) -> float:
-    """Full forward passes over the calibration data per block (observe passes, searches, the advance)."""
+    """Full forward passes over the calibration data per block (observe passes, searches, the advance; no
+    advance after a step that already has the next block's inputs: SmoothQuant's float-model statistics pass,
+    a last GPTQ step in one pass)."""
     passes = 0.0
     data = False
+    advance = True
     for s in steps:
         name = s.get("step")
         if name == "rtn":
@@ -169,9 +173,13 @@ def passes_per_block(steps: list[dict[str, Any]], nsamples: int) -> float:
         if name == "smoothquant" and s.get("alpha") == "auto":
             share = min(1.0, (s.get("search_samples", 16) or nsamples) / nsamples)
             passes += 1 + 11 * share  # the float outputs, then each candidate alpha on the search segments
-        if name == "gptq" and s.get("true_sequential"):
+        if name == "smoothquant" and s.get("statistics") == "float-model":
+            advance = False
+        if name == "gptq" and s.get("passes") == "one":
+            advance = advance and s is not steps[-1]
+        elif name == "gptq" and s.get("true_sequential"):
             passes += 3
-    return passes + (1 if data else 0)
+    return passes + (1 if data and advance else 0)
 
 
 def estimate(shape: ModelShape, run: RunSpec, base: int, rate: float) -> Estimate:

@@ -95,3 +95,21 @@ def test_7b_streamed_plan_holds_one_block(llama7b):
     assert e.host_peak < whole.host_peak / 4
     ev, ev_stream = (estimate_eval(llama7b, 512, 40, 400 * 2**20, 1e11, stream=s) for s in (False, True))
     assert ev_stream.host_peak < ev.host_peak / 4
+
+
+def test_passes_without_the_re_run_and_the_float_model_outputs(llama7b):
+    """SmoothQuant's float-model statistics and a last one-pass GPTQ step have the next block's inputs from their own
+    pass: one pass per block instead of two (the runner's re-run is skipped); the float-model outputs are held
+    beside the inputs."""
+    from calibration.plan.estimate import passes_per_block, step_working_set
+
+    sq = {"step": "smoothquant", "alpha": 0.5}
+    w8a8 = {"step": "w8a8", "act": "per-token"}
+    assert passes_per_block([sq, w8a8], 128) == 2
+    assert passes_per_block([{**sq, "statistics": "float-model"}, w8a8], 128) == 1
+    assert passes_per_block([{"step": "gptq", "bits": 4}], 128) == 2
+    assert passes_per_block([{"step": "gptq", "bits": 4, "passes": "one"}], 128) == 1
+    assert passes_per_block([{"step": "gptq", "passes": "one"}, {"step": "gptq", "bits": 8}], 128) == 3
+    inputs = 10**9
+    extra = step_working_set(llama7b, [{**sq, "statistics": "float-model"}], inputs)["smoothquant"]
+    assert extra - step_working_set(llama7b, [sq], inputs)["smoothquant"] == inputs
