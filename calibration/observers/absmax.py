@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from calibration.observers.base import Observer
+from ptq.errors import PTQUserError
 from calibration.observers.registry import register_observer
 
 
@@ -31,6 +32,28 @@ class AbsMaxObserver(Observer):
         self._check_nonempty()
         assert self._absmax is not None
         return self._absmax.reshape(()) if self.axis is None else self._absmax
+
+    def update(self, x: torch.Tensor) -> None:
+        """As :meth:`Observer.update`; with the channels on the last axis (a linear layer's input) the
+        max and min of each column of ``x`` viewed as ``[tokens, channels]`` are taken in place, with no
+        transposed float32 copy, and a NaN / inf is found in the reduced ``[channels]`` (max and min keep it)."""
+        if not (isinstance(x, torch.Tensor) and x.dim() >= 2 and self.axis in (-1, x.dim() - 1)
+                and x.is_floating_point() and x.numel() > 0
+                and type(self)._update is AbsMaxObserver._update):  # subclasses keeping more go the general way
+            return super().update(x)
+        rows = x.detach().reshape(-1, x.shape[-1])
+        a = torch.maximum(rows.amax(dim=0), rows.amin(dim=0).neg_()).float()  # NaN propagates through both
+        if not bool(torch.isfinite(a).all()):
+            bad = "NaN" if bool(torch.isnan(a).any()) else "inf"
+            raise PTQUserError(f"observer input contains {bad}; observers need finite values (no NaN or inf)")
+        if self.channels is None:
+            self.channels = a.shape[0]
+        elif a.shape[0] != self.channels:
+            raise PTQUserError(
+                f"{type(self).__name__} expected {self.channels} channels along axis {self.axis}, got {a.shape[0]}"
+            )
+        self._absmax = a if self._absmax is None else torch.maximum(self._absmax, a)
+        self.count += rows.shape[0]
 
     def _update(self, v: torch.Tensor) -> None:
         a = v.abs().amax(dim=1)

@@ -283,8 +283,8 @@ class SmoothQuantStep(Step):
                 ctx.next_hidden = ctx.run()  # the float block's outputs still feed the next block
             return
         layers = ctx.linear_layers()
-        names = list(layers) if self.alpha == "auto" and self.act == "static" else [
-            n for g in plan.groups for n in g.linears]
+        # a group's layers share one input: its first layer's statistic stands for all (static search: every layer)
+        names = list(layers) if self.alpha == "auto" and self.act == "static" else [g.linears[0] for g in plan.groups]
         stats = ctx.observe_inputs(names, lambda n, l: make_observer(ACT_STATS[self.act_stat], axis=-1),
                                    keep_outputs=self.statistics == "float-model")
         for g in plan.groups:  # layers of a group share one input: one statistic

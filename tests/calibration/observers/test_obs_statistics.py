@@ -123,3 +123,27 @@ def test_rms_ignores_a_rare_spike_that_sets_the_max():
     obs.update(x)
     assert float(obs.absmax[2]) == 1000.0 and float(obs.absmax[0]) == 1.0
     assert float(obs.rms[2]) == pytest.approx((999 + 1e6) ** 0.5 / 1000 ** 0.5) and float(obs.rms[0]) == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_absmax_over_the_last_axis_equals_the_general_path(dtype):
+    """A linear layer's input ``[B, S, C]`` is reduced in place (no transposed copy): the same absmax and count
+    as the general path, and the same error for a NaN or an inf."""
+    from calibration.observers.base import Observer
+
+    g = torch.Generator().manual_seed(0)
+    xs = [(torch.randn(2, 16, 24, generator=g) * 5).to(dtype) for _ in range(3)]
+    xs[1][1, 3, 7] = -400.0
+    fast, general = make_observer("absmax-per-channel", axis=-1), make_observer("absmax-per-channel", axis=-1)
+    for x in xs:
+        fast.update(x)
+        Observer.update(general, x)
+    assert torch.equal(fast.absmax, general.absmax) and int(fast.count) == int(general.count) == 96
+    assert float(fast.absmax[7]) == 400.0 and fast.absmax.dtype == torch.float32
+    for bad, word in ((float("nan"), "NaN"), (float("-inf"), "inf")):
+        x = xs[0].clone()
+        x[0, 0, 0] = bad
+        with pytest.raises(ValueError, match=f"observer input contains {word}"):
+            fast.update(x)
+    with pytest.raises(ValueError, match="expected 24 channels"):
+        fast.update(torch.ones(2, 5))
