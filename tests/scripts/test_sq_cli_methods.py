@@ -35,3 +35,16 @@ def test_bad_alpha(bad: str) -> None:
 
     with pytest.raises(UsageError, match="--alpha .* must be a number from 0 to 1"):
         quantize.build_recipe(_args("--method", "smoothquant", "--alpha", bad))
+
+
+def test_fast_path_flags() -> None:
+    """``--statistics float-model`` (SmoothQuant) and ``--hessian-products bfloat16`` (GPTQ) reach their steps; at
+    their defaults neither is written into the recipe (older results-store keys stay)."""
+    sq, w = quantize.build_recipe(_args("--method", "smoothquant", "--alpha", "0.5", "--statistics",
+                                        "float-model")).to_list()
+    assert sq["statistics"] == "float-model" and w["step"] == "w8a8"
+    (g,) = quantize.build_recipe(_args("--method", "gptq", "--hessian-products", "bfloat16")).to_list()
+    assert g["hessian_products"] == "bfloat16"
+    (sq0, _), (g0,) = (quantize.build_recipe(_args("--method", "smoothquant")).to_list(),
+                       quantize.build_recipe(_args("--method", "gptq")).to_list())
+    assert "statistics" not in sq0 and "hessian_products" not in g0

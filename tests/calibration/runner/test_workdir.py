@@ -15,6 +15,8 @@ RECIPES = {
     "gptq act-order g32": [{"step": "gptq", "bits": 4, "granularity": "group", "group_size": 32, "act_order": True}],
     "smoothquant auto + w8a8": [{"step": "smoothquant", "alpha": "auto", "search_samples": 4},
                                 {"step": "w8a8", "act": "static"}],
+    "smoothquant float-model + w8a8": [{"step": "smoothquant", "alpha": 0.5, "statistics": "float-model"},
+                                       {"step": "w8a8", "act": "per-token"}],
     "llm-int8 static": [{"step": "llm-int8", "mode": "static"}],
     "activation-stats + rtn": [{"step": "activation-stats"}, {"step": "rtn", "bits": 3}],
 }
