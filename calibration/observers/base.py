@@ -22,6 +22,7 @@ import torch
 from ptq.qparams import compute_qparams
 from ptq.spec import QuantSpec
 from ptq.errors import PTQUserError
+from ptq.kernels.finite import all_finite
 
 
 class Observer:
@@ -74,7 +75,7 @@ class Observer:
         if x.is_complex():
             raise PTQUserError("observers do not support complex tensors")
         xf = x.detach().float()
-        if not torch.isfinite(xf).all():
+        if not all_finite(xf):
             bad = "NaN" if torch.isnan(xf).any() else "inf"
             raise PTQUserError(f"observer input contains {bad}; observers need finite values (no NaN or inf)")
         if self.axis is None:

@@ -12,6 +12,7 @@ from calibration.models.blocks import find_linear_layers
 from calibration.runner.block_inputs import BlockInputs, StopForward, feed_block, run_block
 from calibration.runner.spread import first_samples_here, reduce_statistics
 from ptq.errors import PTQUserError
+from ptq.kernels.finite import all_finite
 
 
 def _first_rows(value: Any, batch: int, k: int) -> Any:
@@ -28,7 +29,7 @@ def _first_rows(value: Any, batch: int, k: int) -> Any:
 
 def check_finite_input(x: torch.Tensor, qname: str) -> None:
     """:class:`PTQUserError` when the calibration input ``x`` of layer ``qname`` holds NaN or inf."""
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise PTQUserError(f"the input of layer {qname} contains NaN or inf during calibration; "
                            "check the model's dtype (float16 overflows) or the previous quantization steps")
 

@@ -54,6 +54,7 @@ import torch
 from ptq.algorithms.result import QuantizedWeight
 from ptq.algorithms.rtn import rtn
 from ptq.choosers import QParamsChooser, get_qparams, legacy_qparams
+from ptq.kernels.finite import all_finite
 from ptq.spec import QuantSpec
 
 BLOCKSIZE = 128  # columns per lazy-batch block (the reference's default)
@@ -85,17 +86,12 @@ def inverse_cholesky(H: torch.Tensor, damp: float, overwrite: bool = False) -> t
         if int(ok) == 0:
             torch.cholesky_inverse(L, out=L)  # (H + d I)^-1, in place
             torch.linalg.cholesky_ex(L, upper=True, out=(L, info))  # its upper factor, in place
-            if int(info) == 0 and _all_finite(L):
+            if int(info) == 0 and all_finite(L):
                 return A.copy_(L), rel  # the factor in the work matrix's memory; L is freed
         del L
         if rel >= MAX_DAMP:
             return None
         rel = min(max(rel, 1e-6) * 10, MAX_DAMP)
-
-
-def _all_finite(x: torch.Tensor, rows: int = 1024) -> bool:
-    """``torch.isfinite(x).all()`` a slab of rows at a time (no ``n x n`` boolean temporary)."""
-    return all(bool(torch.isfinite(x[i : i + rows]).all()) for i in range(0, x.shape[0], rows))
 
 
 def _check_inputs(
