@@ -15,8 +15,12 @@ This works for any block without re-writing its forward.
 Memory: while paused, each mini-batch's forward holds what its frame holds at that point: the
 stage layer's input and the residual stream (for a Llama block about ``B x S x (H + max(H, I))``
 values per mini-batch at the MLP output stage, ``I`` the MLP width), for all mini-batches at once.
-The worker threads allocate from the heaps that exist (glibc ``M_ARENA_MAX``), not one new heap
-each, whose freed blocks no other thread would reuse.
+The worker threads should allocate from glibc's main heap, not heaps of their own, which give freed
+tensors back to the OS so that every forward page-faults its activations in again: the ``ptq`` CLI
+sets that at its start (:func:`~ptq.kernels.allocator.keep_freed_memory`); the call here covers
+programs that did not, as long as no thread of theirs has ended yet. And each thread ends its
+OpenMP worker team before it pauses (:func:`~ptq.kernels.openmp.release_openmp_team`): with one idle
+team per paused forward, GNU OpenMP makes every kernel of the running thread sleep and wake its workers.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from torch import nn
 
 from calibration.runner.block_inputs import BlockInputs, _autocast, block_output
 from ptq.kernels.allocator import share_heap_arenas
+from ptq.kernels.openmp import release_openmp_team
 
 
 class _Aborted(BaseException):
@@ -114,6 +119,7 @@ def run_in_stages(block: nn.Module, inputs: BlockInputs, stages: list[nn.Module]
                                "run needs each stage layer called once per forward, in a fixed order")
         on_input(k, args[0])
         worker.expected = k + 1
+        release_openmp_team()  # a parked thread's idle OpenMP team would slow every other thread's kernels
         worker.pause()
 
     def forward(h: torch.Tensor, a: tuple, kw: dict) -> Callable[[], None]:
@@ -135,6 +141,7 @@ def run_in_stages(block: nn.Module, inputs: BlockInputs, stages: list[nn.Module]
         for w in workers:
             w.start()
         for k in range(len(stages) + 1):
+            release_openmp_team()  # this thread waits while the forwards run: one OpenMP team at a time
             for w in workers:
                 if not w.done:
                     w.resume()

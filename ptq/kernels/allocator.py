@@ -34,22 +34,28 @@ def glibc() -> ctypes.CDLL | None:
         return None
 
 
-def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """Serve blocks below ``mmap_threshold`` bytes from the heap and keep up to ``trim_threshold``
-    bytes of free heap top instead of returning it to the OS. Process-wide; call it once at
-    the start of a job (the ``ptq`` CLI and the benchmark scripts do). Returns whether it applied."""
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20, arenas: int = 1) -> bool:
+    """Serve blocks below ``mmap_threshold`` bytes from the heap, keep up to ``trim_threshold``
+    bytes of free heap top instead of returning it to the OS, and let every thread allocate from
+    at most ``arenas`` heaps (:func:`share_heap_arenas`). Process-wide; call it once at the start
+    of a job, before other threads exist (the ``ptq`` CLI and the benchmark scripts do). Returns
+    whether it applied."""
     libc = glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    return (bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+            and share_heap_arenas(arenas))
 
 
 def share_heap_arenas(arenas: int = 1) -> bool:
-    """Let threads created from now on allocate from at most ``arenas`` glibc heaps (``M_ARENA_MAX``)
-    instead of one new heap each: a heap keeps up to the trim threshold of freed blocks for its
-    own thread, so many short-lived threads that each allocate and free large tensors (one
-    suspended forward per calibration mini-batch) would otherwise each hold on to their own.
-    Process-wide; returns whether it applied."""
+    """Let threads allocate from at most ``arenas`` glibc heaps (``M_ARENA_MAX``) instead of one
+    new heap each. A thread's own heap is made of 64 MiB pieces that glibc unmaps or shrinks as
+    soon as they are free, so a thread that allocates and frees tensors of tens of MB (one
+    suspended forward per calibration mini-batch, :mod:`calibration.runner.staged`) page-faults
+    them in again on every call; the shared main heap keeps them (up to the trim threshold).
+    glibc gives a new thread the heap of an ended thread first, whatever the limit, so set it
+    before the job starts threads (:func:`keep_freed_memory` does). Process-wide; returns
+    whether it applied."""
     libc = glibc()
     return bool(libc.mallopt(M_ARENA_MAX, arenas)) if libc is not None else False
 

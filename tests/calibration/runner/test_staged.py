@@ -89,3 +89,35 @@ def test_a_stage_reached_out_of_order_is_an_error(tiny_model, tiny_segments):
     with pytest.raises(RuntimeError, match="once per forward, in a fixed order"):
         run_in_stages(block, inputs, [block.mlp.down_proj, block.self_attn.q_proj], lambda k, x: None,
                       lambda k: None)
+
+
+def test_paused_forwards_keep_no_openmp_teams(tiny_model, tiny_segments):
+    """GNU OpenMP throttles every thread's kernels while more OpenMP threads exist than CPUs, so a
+    paused forward ends its thread's worker team (``release_openmp_team``): while a stage's
+    callback runs, the process has one thread per paused forward and no team threads of theirs."""
+    import os
+    import sys
+
+    from ptq.kernels.openmp import openmp_runtime
+
+    if not sys.platform.startswith("linux") or openmp_runtime() is None or torch.get_num_threads() < 2:
+        pytest.skip("needs Linux, PyTorch's OpenMP runtime and at least 2 intra-op threads")
+    block, inputs = _block0(tiny_model, tiny_segments)
+    big = torch.ones(1 << 22)
+    float(big.sum())  # this thread's own team exists before the count
+    before = len(os.listdir("/proc/self/task"))
+    during = []
+
+    def on_input(k, x):
+        float(big.sum())  # a parallel kernel in the forward's thread: it gets a team of its own
+
+    def after_stage(k):
+        import time
+
+        deadline = time.monotonic() + 2  # ended team threads leave on their own schedule
+        while len(os.listdir("/proc/self/task")) > before + len(inputs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        during.append(len(os.listdir("/proc/self/task")))
+
+    run_in_stages(block, inputs, [block.mlp.down_proj], on_input, after_stage)
+    assert during and during[0] <= before + len(inputs), (before, len(inputs), during)
