@@ -12,7 +12,9 @@ The memory model follows what :func:`calibration.runner.quantize_model` holds at
   plus the per-batch extra arguments (rotary ``cos`` / ``sin``; an eager attention mask
   ``[B, 1, S, S]``);
 * ``forward``: one mini-batch through one block (``B x S x (6 hidden + 3 intermediate)``, plus
-  ``B x heads x S x S`` scores for eager attention);
+  ``B x heads x S x S`` scores for eager attention); GPTQ in one pass per block adds the paused forwards
+  of every mini-batch (:mod:`calibration.runner.staged`), each holding its residual stream and the stage
+  layer's input, ``nsamples x seqlen x (2 hidden + intermediate)`` at the MLP output stage;
 * ``step``: the steps' own working set: GPTQ's largest solve with the Hessians alive then (one ``in x in``
   matrix per linear, in ``hessian_dtype``; :func:`gptq_solve_bytes`); SmoothQuant's float block outputs of every segment
   (``ctx.float_outputs``: another ``inputs``); RTN's float copy of one weight.
@@ -196,6 +198,8 @@ def estimate(shape: ModelShape, run: RunSpec, base: int, rate: float) -> Estimat
     forward = B * S * (6 * shape.hidden + 3 * intermediate) * item
     if shape.attn_implementation == "eager":
         forward += 2 * B * shape.heads * S * S * item
+    if any(s.get("step") == "gptq" and s.get("passes") == "one" for s in run.steps):
+        forward += N * S * (2 * shape.hidden + intermediate) * item  # every mini-batch's paused forward
     steps = step_working_set(shape, run.steps, inputs)
     step_peak = max(steps.values(), default=0)
     out_bytes = output_bytes(shape, run.steps, run.output_format)

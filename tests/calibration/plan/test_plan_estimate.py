@@ -113,3 +113,15 @@ def test_passes_without_the_re_run_and_the_float_model_outputs(llama7b):
     inputs = 10**9
     extra = step_working_set(llama7b, [{**sq, "statistics": "float-model"}], inputs)["smoothquant"]
     assert extra - step_working_set(llama7b, [sq], inputs)["smoothquant"] == inputs
+
+
+def test_one_pass_gptq_counts_every_paused_forward(llama7b):
+    """One pass per block holds every mini-batch's forward paused at a stage: its residual stream and
+    the stage layer's input, ``N x S x (2 hidden + intermediate)`` at the MLP output stage."""
+    gptq = {"step": "gptq", "bits": 4, "act_order": True}
+    two = estimate(llama7b, RunSpec([gptq], True, nsamples=128, seqlen=2048), base=0, rate=1e11)
+    one = estimate(llama7b, RunSpec([{**gptq, "passes": "one"}], True, nsamples=128, seqlen=2048), base=0, rate=1e11)
+    paused = 128 * 2048 * (2 * 4096 + 11008) * 2
+    assert one.parts["forward"] - two.parts["forward"] == paused
+    assert one.phases["calibrate"] - two.phases["calibrate"] == paused
+    assert one.seconds_parts["calibrate"] < two.seconds_parts["calibrate"]  # one pass per block fewer
