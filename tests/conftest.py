@@ -96,6 +96,15 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def two_threads():
+    """At least two intra-op threads (an OpenMP team has worker threads only then), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(max(n, 2))
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _reference_cache_in_tmp(tmp_path_factory, monkeypatch):
     """Cached float reference logits (evaluations.reference_cache) go to a temporary folder, never ~/.cache."""

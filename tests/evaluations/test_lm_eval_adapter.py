@@ -32,7 +32,7 @@ def test_adapter_runs_the_offline_task_on_a_model_in_memory(smol_tokenizer):
 
 
 @pytest.mark.slow
-def test_fp32_vs_rtn_w4_accuracy_moves_with_perplexity(smol_model):
+def test_fp32_vs_rtn_w4_accuracy_moves_with_perplexity(smol_model, one_thread):
     """RTN W4 per-channel loses perplexity on web-nt; the last-word accuracy drops with it."""
     import copy
 
@@ -41,7 +41,6 @@ def test_fp32_vs_rtn_w4_accuracy_moves_with_perplexity(smol_model):
     from evaluations import perplexity
 
     model, tok = smol_model
-    torch.set_num_threads(1)
     q = copy.deepcopy(model)
     quantize_model(q, Recipe.from_list([{"step": "rtn", "bits": 4}]), None)
     limit = 100  # documents per model: enough for the gap between the two accuracies

@@ -16,11 +16,9 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def test_release_ends_the_calling_threads_team_and_kernels_still_run():
+def test_release_ends_the_calling_threads_team_and_kernels_still_run(two_threads):
     if not sys.platform.startswith("linux") or openmp_runtime() is None:
         pytest.skip("needs Linux and an OpenMP runtime with omp_pause_resource_all (PyTorch's libgomp)")
-    if torch.get_num_threads() < 2:
-        pytest.skip("one intra-op thread: no OpenMP team to end")
     x = torch.ones(1 << 22)
     seen = {}
 
